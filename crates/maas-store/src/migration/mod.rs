@@ -1,0 +1,18 @@
+//! Schema migrations. One migration per file: `DeriveMigrationName` names a
+//! migration after its file stem, and that name is what `seaql_migrations`
+//! records as applied.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+/// The list of migrations, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}
