@@ -135,20 +135,22 @@ pub struct MachineFilter {
 pub struct Allocation {
     /// The machine, now Allocated to the caller (or untouched on a dry run).
     pub machine: Machine,
-    /// Storage constraint label -> the disk names it was matched to.
+    /// Whether this was a dry run (nothing was changed).
     pub dry_run: bool,
 }
 
 /// Machines: CRUD, lifecycle actions, allocation, deadlines.
 #[async_trait]
 pub trait MachineRepository: Send + Sync {
-    /// Stores a new machine (its interfaces, disks and tags too). The status
-    /// must be a valid first status (`New`, `Missing`, `Retired`) unless the
-    /// caller is importing (`Ready` commissioned machines are allowed for
-    /// tests and imports through `machine_import`).
+    /// Stores a new machine (its interfaces, disks, links and tags too) and
+    /// records a creation event. The status must be one a record may start in
+    /// (`New`, `Missing`, `Retired`); see [`MachineRepository::machine_import`]
+    /// for anything else.
     async fn machine_create(&self, machine: &Machine, actor: &Actor) -> RepoResult<Machine>;
-    /// Stores a machine as given, in any status (imports, fixtures, simulators).
-    async fn machine_import(&self, machine: &Machine) -> RepoResult<Machine>;
+    /// Stores machines as given, in any status, in a fixed number of
+    /// statements per batch (imports from another MAAS, simulated fleets,
+    /// fixtures). Each machine is validated; the whole batch is one transaction.
+    async fn machine_import(&self, machines: &[Machine]) -> RepoResult<usize>;
     /// One machine with everything it has.
     async fn machine_get(&self, id: &SystemId) -> RepoResult<Machine>;
     /// The machine with an interface of this MAC, if any.

@@ -115,7 +115,10 @@ pub mod api_token {
     // No derived Debug: the row holds a secret.
     impl std::fmt::Debug for Model {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("api_token::Model").field("id", &self.id).field("token_key", &self.token_key).finish_non_exhaustive()
+            f.debug_struct("api_token::Model")
+                .field("id", &self.id)
+                .field("token_key", &self.token_key)
+                .finish_non_exhaustive()
         }
     }
     no_relations!();

@@ -3,13 +3,21 @@
 //! Zone, pool, domain, owner and tag references are by name, with
 //! `ON UPDATE CASCADE`: a rename follows through without joins on read.
 
+// async-trait declares `up`/`down` with an elided `SchemaManager` lifetime;
+// spelling it `<'_>` makes the signatures differ.
+#![allow(elided_lifetimes_in_paths)]
+
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
 
-fn fk(from: (&'static str, &'static str), to: (&'static str, &'static str), on_delete: ForeignKeyAction) -> ForeignKeyCreateStatement {
+fn fk(
+    from: (&'static str, &'static str),
+    to: (&'static str, &'static str),
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .from(from.0, from.1)
         .to(to.0, to.1)
@@ -19,11 +27,17 @@ fn fk(from: (&'static str, &'static str), to: (&'static str, &'static str), on_d
 }
 
 fn ts(name: &'static str) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().not_null().take()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .not_null()
+        .take()
 }
 
 fn ts_null(name: &'static str) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().null().take()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .null()
+        .take()
 }
 
 fn named_table(name: &'static str) -> TableCreateStatement {
@@ -38,7 +52,7 @@ fn named_table(name: &'static str) -> TableCreateStatement {
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
-    async fn up(&self, m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         use ForeignKeyAction::{Cascade, Restrict, SetNull};
 
         m.create_table(named_table("zone")).await?;
@@ -101,7 +115,11 @@ impl MigrationTrait for Migration {
                 .col(string_uniq("token_key"))
                 .col(string("token_secret"))
                 .col(ts("created"))
-                .foreign_key(&mut fk(("api_token", "user_id"), ("app_user", "id"), Cascade))
+                .foreign_key(&mut fk(
+                    ("api_token", "user_id"),
+                    ("app_user", "id"),
+                    Cascade,
+                ))
                 .take(),
         )
         .await?;
@@ -135,7 +153,13 @@ impl MigrationTrait for Migration {
                 .foreign_key(&mut fk(("vlan", "fabric_id"), ("fabric", "id"), Cascade))
                 .foreign_key(&mut fk(("vlan", "relay_vlan_id"), ("vlan", "id"), SetNull))
                 .foreign_key(&mut fk(("vlan", "space_id"), ("space", "id"), SetNull))
-                .index(Index::create().unique().name("vlan_fabric_vid").col("fabric_id").col("vid"))
+                .index(
+                    Index::create()
+                        .unique()
+                        .name("vlan_fabric_vid")
+                        .col("fabric_id")
+                        .col("vid"),
+                )
                 .take(),
         )
         .await?;
@@ -168,7 +192,11 @@ impl MigrationTrait for Migration {
                 .col(string("start_ip"))
                 .col(string("end_ip"))
                 .col(text("comment").default(""))
-                .foreign_key(&mut fk(("ip_range", "subnet_id"), ("subnet", "id"), Cascade))
+                .foreign_key(&mut fk(
+                    ("ip_range", "subnet_id"),
+                    ("subnet", "id"),
+                    Cascade,
+                ))
                 .take(),
         )
         .await?;
@@ -203,20 +231,41 @@ impl MigrationTrait for Migration {
                 .col(ts("created"))
                 .col(ts("updated"))
                 .col(big_integer("version").default(0))
-                .foreign_key(&mut fk(("machine", "owner"), ("app_user", "username"), Restrict))
+                .foreign_key(&mut fk(
+                    ("machine", "owner"),
+                    ("app_user", "username"),
+                    Restrict,
+                ))
                 .foreign_key(&mut fk(("machine", "zone"), ("zone", "name"), Restrict))
-                .foreign_key(&mut fk(("machine", "pool"), ("resource_pool", "name"), Restrict))
+                .foreign_key(&mut fk(
+                    ("machine", "pool"),
+                    ("resource_pool", "name"),
+                    Restrict,
+                ))
                 .foreign_key(&mut fk(("machine", "domain"), ("domain", "name"), Restrict))
-                .index(Index::create().unique().name("machine_fqdn").col("hostname").col("domain"))
+                .index(
+                    Index::create()
+                        .unique()
+                        .name("machine_fqdn")
+                        .col("hostname")
+                        .col("domain"),
+                )
                 .take(),
         )
         .await?;
         for (name, cols) in [
-            ("machine_status_cost", &["status", "allocation_cost", "system_id"][..]),
+            (
+                "machine_status_cost",
+                &["status", "allocation_cost", "system_id"][..],
+            ),
             ("machine_owner", &["owner"][..]),
             ("machine_deadline", &["status_deadline"][..]),
         ] {
-            let mut idx = Index::create().if_not_exists().name(name).table("machine").take();
+            let mut idx = Index::create()
+                .if_not_exists()
+                .name(name)
+                .table("machine")
+                .take();
             for c in cols {
                 idx.col(*c);
             }
@@ -229,12 +278,29 @@ impl MigrationTrait for Migration {
                 .col(big_integer("machine_id"))
                 .col(string("tag_name"))
                 .primary_key(Index::create().col("machine_id").col("tag_name"))
-                .foreign_key(&mut fk(("machine_tag", "machine_id"), ("machine", "id"), Cascade))
-                .foreign_key(&mut fk(("machine_tag", "tag_name"), ("tag", "name"), Cascade))
+                .foreign_key(&mut fk(
+                    ("machine_tag", "machine_id"),
+                    ("machine", "id"),
+                    Cascade,
+                ))
+                .foreign_key(&mut fk(
+                    ("machine_tag", "tag_name"),
+                    ("tag", "name"),
+                    Cascade,
+                ))
                 .take(),
         )
         .await?;
-        m.create_index(Index::create().if_not_exists().name("machine_tag_by_tag").table("machine_tag").col("tag_name").col("machine_id").take()).await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("machine_tag_by_tag")
+                .table("machine_tag")
+                .col("tag_name")
+                .col("machine_id")
+                .take(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table("interface")
@@ -255,9 +321,19 @@ impl MigrationTrait for Migration {
                 .col(string("driver").default(""))
                 .col(text("tags").default("[]"))
                 .col(text("params").default("{}"))
-                .foreign_key(&mut fk(("interface", "machine_id"), ("machine", "id"), Cascade))
+                .foreign_key(&mut fk(
+                    ("interface", "machine_id"),
+                    ("machine", "id"),
+                    Cascade,
+                ))
                 .foreign_key(&mut fk(("interface", "vlan_id"), ("vlan", "id"), SetNull))
-                .index(Index::create().unique().name("interface_machine_name").col("machine_id").col("name"))
+                .index(
+                    Index::create()
+                        .unique()
+                        .name("interface_machine_name")
+                        .col("machine_id")
+                        .col("name"),
+                )
                 .take(),
         )
         .await?;
@@ -268,7 +344,15 @@ impl MigrationTrait for Migration {
                 "CREATE UNIQUE INDEX IF NOT EXISTS interface_physical_mac ON interface (mac) WHERE kind = 'physical'",
             )
             .await?;
-        m.create_index(Index::create().if_not_exists().name("interface_mac").table("interface").col("mac").take()).await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("interface_mac")
+                .table("interface")
+                .col("mac")
+                .take(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table("block_device")
@@ -284,8 +368,18 @@ impl MigrationTrait for Migration {
                 .col(boolean("rotational").default(false))
                 .col(string_null("id_path"))
                 .col(text("tags").default("[]"))
-                .foreign_key(&mut fk(("block_device", "machine_id"), ("machine", "id"), Cascade))
-                .index(Index::create().unique().name("block_device_machine_name").col("machine_id").col("name"))
+                .foreign_key(&mut fk(
+                    ("block_device", "machine_id"),
+                    ("machine", "id"),
+                    Cascade,
+                ))
+                .index(
+                    Index::create()
+                        .unique()
+                        .name("block_device_machine_name")
+                        .col("machine_id")
+                        .col("name"),
+                )
                 .take(),
         )
         .await?;
@@ -300,15 +394,37 @@ impl MigrationTrait for Migration {
                 .col(big_integer_null("interface_id"))
                 .col(string_null("hostname"))
                 .col(ts("created"))
-                .foreign_key(&mut fk(("ip_address", "subnet_id"), ("subnet", "id"), Cascade))
-                .foreign_key(&mut fk(("ip_address", "interface_id"), ("interface", "id"), Cascade))
+                .foreign_key(&mut fk(
+                    ("ip_address", "subnet_id"),
+                    ("subnet", "id"),
+                    Cascade,
+                ))
+                .foreign_key(&mut fk(
+                    ("ip_address", "interface_id"),
+                    ("interface", "id"),
+                    Cascade,
+                ))
                 // Never the same address twice in a subnet (NULLs, links
                 // without an address, do not collide).
-                .index(Index::create().unique().name("ip_address_subnet_ip").col("subnet_id").col("ip"))
+                .index(
+                    Index::create()
+                        .unique()
+                        .name("ip_address_subnet_ip")
+                        .col("subnet_id")
+                        .col("ip"),
+                )
                 .take(),
         )
         .await?;
-        m.create_index(Index::create().if_not_exists().name("ip_address_interface").table("ip_address").col("interface_id").take()).await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("ip_address_interface")
+                .table("ip_address")
+                .col("interface_id")
+                .take(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table("event")
@@ -325,11 +441,39 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.create_index(Index::create().if_not_exists().name("event_system_id").table("event").col("system_id").col("id").take()).await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("event_system_id")
+                .table("event")
+                .col("system_id")
+                .col("id")
+                .take(),
+        )
+        .await?;
+        // What every machine starts in (MAAS ships the same three).
+        for (table, name) in [("zone", "default"), ("resource_pool", "default")] {
+            m.exec_stmt(
+                Query::insert()
+                    .into_table(table)
+                    .columns(["name", "description"])
+                    .values_panic([name.into(), "".into()])
+                    .take(),
+            )
+            .await?;
+        }
+        m.exec_stmt(
+            Query::insert()
+                .into_table("domain")
+                .columns(["name", "authoritative"])
+                .values_panic(["maas".into(), true.into()])
+                .take(),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn down(&self, m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in [
             "event",
             "ip_address",
@@ -350,7 +494,8 @@ impl MigrationTrait for Migration {
             "resource_pool",
             "zone",
         ] {
-            m.drop_table(Table::drop().table(t).if_exists().take()).await?;
+            m.drop_table(Table::drop().table(t).if_exists().take())
+                .await?;
         }
         Ok(())
     }
