@@ -306,7 +306,11 @@ impl AllocationRequest {
                 "power_state" => c.power_state = Some(PowerState::parse(v)?),
                 "not_power_state" => {
                     for s in split_list(v) {
-                        c.not_power_state.push(PowerState::parse(&s)?);
+                        let state = PowerState::parse(&s).map_err(|e| ValidationError {
+                            field: k.to_owned(),
+                            ..e
+                        })?;
+                        c.not_power_state.push(state);
                     }
                 }
                 "deployment_target" | "not_deployment_target" => {

@@ -36,6 +36,11 @@ impl SystemId {
         SystemId(s)
     }
 
+    /// A new random system id from the thread-local generator.
+    pub fn random() -> Self {
+        Self::generate(&mut rand::rng())
+    }
+
     /// Parses and validates a system id.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         let ok = !s.is_empty()

@@ -1036,7 +1036,8 @@ impl Machine {
 
     /// Moves the machine to `to` on behalf of a workflow (commissioning done,
     /// deploy finished, agent failure...), checked against [`TRANSITIONS`].
-    /// Entering `Ready` or `New` clears the owner, as a finished release does.
+    /// Entering `Ready` or `New` clears the owner (by any path), as a finished
+    /// release does.
     pub fn transition(
         &mut self,
         to: NodeStatus,
@@ -1045,9 +1046,6 @@ impl Machine {
     ) -> Result<StatusChange, LifecycleError> {
         let mut changes = Vec::with_capacity(1);
         self.enter(to, now, policy, &mut changes)?;
-        if matches!(to, Ready | New) {
-            self.owner = None;
-        }
         Ok(changes[0])
     }
 
@@ -1083,6 +1081,12 @@ impl Machine {
         }
         self.status = to;
         self.status_deadline = policy.deadline(to, now);
+        // A machine back in the pool (or back to enlisting) belongs to nobody;
+        // otherwise it would be Ready yet unallocatable, or takeable by anyone
+        // while still recorded as someone else's.
+        if matches!(to, Ready | New) {
+            self.owner = None;
+        }
         changes.push(StatusChange { from, to });
         Ok(())
     }

@@ -115,8 +115,7 @@ pub struct MachineFilter {
     pub statuses: Vec<NodeStatus>,
     /// Owned by this user.
     pub owner: Option<String>,
-    /// Visible to this user: Ready or unowned machines and the user's own
-    /// (MAAS's non-admin view).
+    /// Visible to this non-admin user: Ready machines and the user's own.
     pub visible_to: Option<String>,
     /// In this zone.
     pub zone: Option<String>,

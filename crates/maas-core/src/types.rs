@@ -94,11 +94,15 @@ impl From<MacAddress> for String {
     }
 }
 
+/// Sub-architectures carry release numbers (`hwe-22.04`, `ga-24.04`), so dots
+/// are allowed, but not a leading dot: these words end up in boot file paths.
 fn is_arch_word(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && !s.starts_with('.')
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
 }
 
 /// A machine architecture in MAAS's `arch/subarch` form (`amd64/generic`).
@@ -118,7 +122,7 @@ impl Architecture {
             return Err(ValidationError::new(
                 "architecture",
                 s,
-                "expected arch/subarch like amd64/generic (lowercase letters, digits, _ or -)",
+                "expected arch/subarch like amd64/generic (lowercase letters, digits, _, - or ., not starting with .)",
             ));
         }
         Ok(Architecture {
@@ -331,7 +335,19 @@ mod tests {
         assert_eq!(a.to_string(), "amd64/generic");
         assert!(a.matches("amd64") && a.matches("amd64/generic") && !a.matches("amd64/hwe-22.04"));
         assert!(Architecture::parse("arm64/xgene-uboot").is_ok());
-        for bad in ["", "/", "amd64/", "AMD64/generic", "a b/c"] {
+        assert_eq!(
+            Architecture::parse("amd64/hwe-22.04").unwrap().subarch(),
+            "hwe-22.04"
+        );
+        for bad in [
+            "",
+            "/",
+            "amd64/",
+            "AMD64/generic",
+            "a b/c",
+            "amd64/..",
+            "amd64/.x",
+        ] {
             assert!(Architecture::parse(bad).is_err(), "{bad}");
         }
     }

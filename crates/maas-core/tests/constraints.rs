@@ -2,6 +2,7 @@
 //! constraint family against a small fleet, selecting the cheapest machine,
 //! and explaining a miss.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -19,6 +20,7 @@ use maas_core::{
     Architecture, FabricId, Hostname, MacAddress, SpaceId, SubnetId, SystemId, VlanId,
 };
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 const GB: u64 = 1_000_000_000;
 
@@ -450,7 +452,7 @@ fn fleet() -> Vec<Machine> {
         disk("sda", 500, &["ssd"]),
         disk("sdb", 2000, &["rotary", "sata"]),
     ];
-    let mut eth1 = nic("eth1", 2, 20, Some((102, "10.2.0.7")), 10000);
+    let mut eth1 = nic("eth1", 12, 20, Some((102, "10.2.0.7")), 10000);
     eth1.tags = vec!["sriov".into()];
     b.interfaces = vec![nic("eth0", 2, 10, Some((100, "10.0.0.6")), 1000), eth1];
     b.hardware.gpus = vec![PciDevice {
@@ -1092,14 +1094,19 @@ fn tag_subset() -> impl Strategy<Value = Vec<String>> {
         .prop_map(|v| v.into_iter().map(str::to_owned).collect())
 }
 
+/// Each constraint present about a third of the time, so that both matches
+/// and misses are common.
 fn random_constraints() -> impl Strategy<Value = Constraints> {
     (
-        proptest::option::of(1u32..64),
-        proptest::option::of(512u64..262_144),
-        tag_subset(),
-        tag_subset(),
-        proptest::option::of(proptest::sample::select(ZONES.to_vec())),
-        proptest::sample::subsequence(ZONES.to_vec(), 0..=2),
+        proptest::option::weighted(0.35, 1u32..64),
+        proptest::option::weighted(0.35, 512u64..262_144),
+        prop_oneof![2 => Just(Vec::new()), 1 => tag_subset()],
+        prop_oneof![2 => Just(Vec::new()), 1 => tag_subset()],
+        proptest::option::weighted(0.3, proptest::sample::select(ZONES.to_vec())),
+        prop_oneof![
+            2 => Just(Vec::new()),
+            1 => proptest::sample::subsequence(ZONES.to_vec(), 1..=2),
+        ],
     )
         .prop_map(
             |(cpu, mem, tags, not_tags, zone, not_in_zone)| Constraints {
@@ -1172,61 +1179,121 @@ fn cost(m: &Machine) -> f64 {
     f64::from(m.hardware.cpu.count) + m.hardware.memory_mib as f64 / 1024.0
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+#[derive(Debug, Default)]
+struct Outcomes {
+    selected: usize,
+    selected_among_several: usize,
+    no_match: usize,
+    no_match_with_candidates: usize,
+}
 
-    #[test]
-    fn select_picks_the_cheapest_allocatable_match(
-        specs in proptest::collection::vec(spec(), 0..=30),
-        c in random_constraints(),
-    ) {
-        let net = NetworkIndex::default();
-        let fleet = build_fleet(&specs);
-        let candidates: Vec<&Machine> = fleet
-            .iter()
-            .filter(|m| oracle_allocatable(m) && oracle_failures(&c, m).is_empty())
-            .collect();
-        for m in &fleet {
-            let mut lib = c.failures(m, &net);
-            lib.sort_unstable();
-            let mut want = oracle_failures(&c, m);
-            want.sort_unstable();
-            prop_assert_eq!(lib, want, "{:?}", m.system_id);
-            prop_assert_eq!(allocatable(m), oracle_allocatable(m));
+fn check_select(specs: &[Spec], c: &Constraints, seen: &mut Outcomes) -> Result<(), TestCaseError> {
+    let net = NetworkIndex::default();
+    let fleet = build_fleet(specs);
+    let candidates: Vec<&Machine> = fleet
+        .iter()
+        .filter(|m| oracle_allocatable(m) && oracle_failures(c, m).is_empty())
+        .collect();
+    for m in &fleet {
+        let mut lib = c.failures(m, &net);
+        lib.sort_unstable();
+        let mut want = oracle_failures(c, m);
+        want.sort_unstable();
+        prop_assert_eq!(lib, want, "{:?}", m.system_id);
+        prop_assert_eq!(allocatable(m), oracle_allocatable(m));
+    }
+    match select(c, &fleet, &net) {
+        Ok(chosen) => {
+            seen.selected += 1;
+            if candidates.len() > 1 {
+                seen.selected_among_several += 1;
+            }
+            prop_assert!(oracle_allocatable(chosen));
+            prop_assert!(c.matches(chosen, &net));
+            for other in &candidates {
+                prop_assert!(
+                    cost(other) >= cost(chosen),
+                    "{:?} ({}) is cheaper than {:?} ({})",
+                    other.system_id,
+                    cost(other),
+                    chosen.system_id,
+                    cost(chosen)
+                );
+                if cost(other) == cost(chosen) {
+                    prop_assert!(other.system_id >= chosen.system_id);
+                }
+            }
         }
-        match select(&c, &fleet, &net) {
-            Ok(chosen) => {
-                prop_assert!(oracle_allocatable(chosen));
-                prop_assert!(c.matches(chosen, &net));
-                for other in &candidates {
-                    prop_assert!(
-                        cost(other) >= cost(chosen),
-                        "{:?} ({}) is cheaper than {:?} ({})",
-                        other.system_id, cost(other), chosen.system_id, cost(chosen)
-                    );
-                    if cost(other) == cost(chosen) {
-                        prop_assert!(other.system_id >= chosen.system_id);
-                    }
+        Err(e) => {
+            seen.no_match += 1;
+            prop_assert!(
+                candidates.is_empty(),
+                "missed {:?}",
+                candidates[0].system_id
+            );
+            let allocatable: Vec<&Machine> =
+                fleet.iter().filter(|m| oracle_allocatable(m)).collect();
+            if !allocatable.is_empty() {
+                seen.no_match_with_candidates += 1;
+            }
+            prop_assert_eq!(e.considered, allocatable.len());
+            let text = e.to_string();
+            prop_assert!(
+                text.contains(&format!(
+                    "{} ready machine(s) considered",
+                    allocatable.len()
+                )),
+                "{}",
+                text
+            );
+            for name in [
+                "cpu_count",
+                "mem",
+                "tags",
+                "not_tags",
+                "zone",
+                "not_in_zone",
+            ] {
+                let n = allocatable
+                    .iter()
+                    .filter(|m| oracle_failures(c, m).contains(&name))
+                    .count();
+                prop_assert_eq!(e.excluded_by.get(name).copied().unwrap_or(0), n, "{}", name);
+                if n > 0 {
+                    let part = format!("{name} excluded {n}");
+                    prop_assert!(text.contains(&part), "{}", text);
                 }
             }
-            Err(e) => {
-                prop_assert!(candidates.is_empty(), "missed {:?}", candidates[0].system_id);
-                let allocatable: Vec<&Machine> =
-                    fleet.iter().filter(|m| oracle_allocatable(m)).collect();
-                prop_assert_eq!(e.considered, allocatable.len());
-                for name in ["cpu_count", "mem", "tags", "not_tags", "zone", "not_in_zone"] {
-                    let n = allocatable
-                        .iter()
-                        .filter(|m| oracle_failures(&c, m).contains(&name))
-                        .count();
-                    prop_assert_eq!(e.excluded_by.get(name).copied().unwrap_or(0), n, "{}", name);
-                    if n > 0 {
-                        let part = format!("{name} excluded {n}");
-                        prop_assert!(e.to_string().contains(&part), "{}", e);
-                    }
-                }
-                prop_assert!(e.excluded_by.values().all(|n| *n > 0));
-            }
+            prop_assert!(e.excluded_by.values().all(|n| *n > 0));
         }
     }
+    Ok(())
+}
+
+#[test]
+fn select_picks_the_cheapest_allocatable_match() {
+    let mut runner = TestRunner::new(Config {
+        cases: 1024,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let seen = RefCell::new(Outcomes::default());
+    let strategy = (
+        proptest::collection::vec(spec(), 0..=30),
+        random_constraints(),
+    );
+    let result = runner.run(&strategy, |(specs, c)| {
+        check_select(&specs, &c, &mut seen.borrow_mut())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let seen = seen.into_inner();
+    assert!(
+        seen.selected >= 100
+            && seen.selected_among_several >= 100
+            && seen.no_match >= 100
+            && seen.no_match_with_candidates >= 100,
+        "{seen:?}"
+    );
 }

@@ -457,9 +457,17 @@ fn run_walk(start: &Start, ops: &[Op], cov: &mut Coverage) -> Result<(), TestCas
                                 prop_assert_eq!(&m.error_description, "");
                             }
                             _ => {
-                                prop_assert_eq!(&m.owner, &before.owner);
                                 prop_assert_eq!(&m.error_description, &before.error_description);
                             }
+                        }
+                        // Back in the pool (or enlisting) means owned by nobody;
+                        // otherwise the owner is whatever the action set.
+                        let ends_unowned =
+                            m.status != before.status && matches!(m.status, Ready | New);
+                        if ends_unowned {
+                            prop_assert_eq!(&m.owner, &None);
+                        } else if !matches!(action, Action::Acquire | Action::Deploy) {
+                            prop_assert_eq!(&m.owner, &before.owner);
                         }
                         if !matches!(action, Action::Lock | Action::Unlock) {
                             prop_assert_eq!(m.locked, before.locked);

@@ -916,9 +916,11 @@ impl MachineRepository for SqlStore {
                     insert_event(&txn, &e, now).await?;
                 }
                 txn.commit().await.map_err(db_err)?;
-                let machine = self.machine_get(&claimed.system_id).await?;
+                // The claimed copy is what is stored now: no need to read it back.
+                claimed.version = row.version + 1;
+                claimed.updated = now;
                 return Ok(Allocation {
-                    machine,
+                    machine: claimed,
                     dry_run: false,
                 });
             }

@@ -27,9 +27,8 @@ use maas_store::SqlStore;
 
 struct Backend {
     store: SqlStore,
-    cleanup: Option<
-        Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>,
-    >,
+    /// PostgreSQL: the connection without a search path, and the schema to drop.
+    schema: Option<(SqlStore, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -40,7 +39,7 @@ async fn sqlite_memory() -> Option<Backend> {
     store.migrate().await.expect("migrate");
     Some(Backend {
         store,
-        cleanup: None,
+        schema: None,
         _dir: None,
     })
 }
@@ -53,19 +52,28 @@ async fn sqlite_file() -> Option<Backend> {
     store.migrate().await.expect("migrate");
     Some(Backend {
         store,
-        cleanup: None,
+        schema: None,
         _dir: Some(dir),
     })
 }
 
 async fn postgres() -> Option<Backend> {
     let Ok(url) = std::env::var("MAAS_TEST_DATABASE_URL") else {
-        let msg = "SKIPPED: PostgreSQL storage test: MAAS_TEST_DATABASE_URL is not set \
-                   (e.g. postgres://postgres@127.0.0.1:5432/test)";
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("postgres test")
+            .to_owned();
+        let msg = format!(
+            "SKIPPED {test}: MAAS_TEST_DATABASE_URL is not set \
+             (e.g. postgres://postgres@127.0.0.1:5432/test)"
+        );
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{msg}; under CI a skipped PostgreSQL test is a failure");
         }
-        eprintln!("{msg}");
+        // Straight to the process's stderr: libtest captures `eprintln!` of
+        // passing tests, and a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "{msg}");
         return None;
     };
     let schema = format!("t_{:016x}", rand_u64());
@@ -82,17 +90,9 @@ async fn postgres() -> Option<Backend> {
         .await
         .expect("connect with schema");
     store.migrate().await.expect("migrate");
-    let cleanup = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        Box::pin(async move {
-            let _ = admin
-                .connection()
-                .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
-                .await;
-        })
-    };
     Some(Backend {
         store,
-        cleanup: Some(Box::new(cleanup)),
+        schema: Some((admin, schema)),
         _dir: None,
     })
 }
@@ -124,10 +124,14 @@ where
     F: FnOnce(SqlStore) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Some(mut b) = backend else { return };
+    let Some(b) = backend else { return };
     test(b.store.clone()).await;
-    if let Some(c) = b.cleanup.take() {
-        c().await;
+    if let Some((admin, schema)) = b.schema {
+        use sea_orm::ConnectionTrait;
+        let _ = admin
+            .connection()
+            .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await;
     }
 }
 
@@ -919,9 +923,7 @@ async fn machine_list_filters_and_costs_a_fixed_number_of_queries(mut s: SqlStor
         m.tags.insert("gpu".into());
         m.interfaces.push(Interface::physical(
             "eth1",
-            mac(m.hardware.cpu.count * 0
-                + 100_000
-                + m.system_id.as_str()[1..].parse::<u32>().unwrap()),
+            mac(100_000 + m.system_id.as_str()[1..].parse::<u32>().unwrap()),
         ));
     }
     ready(&s, fleet).await;
