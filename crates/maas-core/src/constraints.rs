@@ -717,6 +717,11 @@ impl Constraints {
                     serde_json::Value::Null => continue,
                     serde_json::Value::Array(a) if a.is_empty() => continue,
                     serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(a) if a.iter().all(serde_json::Value::is_string) => a
+                        .iter()
+                        .filter_map(serde_json::Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     other => other.to_string(),
                 };
                 parts.push(format!("{k}={shown}"));

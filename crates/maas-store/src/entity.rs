@@ -229,7 +229,7 @@ pub mod ip_address {
 
 pub mod machine {
     use sea_orm::entity::prelude::*;
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "machine")]
     pub struct Model {
         #[sea_orm(primary_key)]
@@ -263,6 +263,17 @@ pub mod machine {
         pub created: DateTimeUtc,
         pub updated: DateTimeUtc,
         pub version: i64,
+    }
+    // No derived Debug: `power_parameters` holds BMC passwords.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("machine::Model")
+                .field("id", &self.id)
+                .field("system_id", &self.system_id)
+                .field("status", &self.status)
+                .field("version", &self.version)
+                .finish_non_exhaustive()
+        }
     }
     no_relations!();
 }
