@@ -30,4 +30,4 @@ mod provider;
 mod server;
 
 pub use provider::{DirectoryProvider, FileProvider, FileRequest, FileSource, ProviderError};
-pub use server::{TftpConfig, TftpMetrics, TftpServer};
+pub use server::{MAX_BACKOFF, TftpConfig, TftpMetrics, TftpServer};

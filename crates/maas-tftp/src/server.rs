@@ -18,6 +18,10 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::packet::{self, ErrorCode, Mode, Packet, Request};
 use crate::provider::{FileProvider, FileRequest, ProviderError};
 
+/// The longest wait between retransmissions (clients commonly retransmit
+/// their ACK after 5 s).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Limits and timings. `Default` suits network boot on a LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TftpConfig {
@@ -25,7 +29,10 @@ pub struct TftpConfig {
     pub max_block_size: u16,
     /// Largest window granted (RFC 7440); 1 = lock-step.
     pub max_window_size: u16,
-    /// Retransmission timeout when the client does not ask for one.
+    /// First retransmission timeout when the client does not ask for one.
+    /// Each further timeout without progress doubles it, up to
+    /// [`MAX_BACKOFF`]: clients that answer a duplicate only once (atftp)
+    /// recover on their own timer, which the server must outlast.
     pub timeout: Duration,
     /// Retransmissions of one packet or window before the transfer is dropped.
     pub max_retries: u32,
@@ -506,6 +513,13 @@ impl Sender<'_> {
 
     /// Sends the OACK until the client acknowledges block 0. `Ok(false)`:
     /// the client declined (OVMF's "error 8" after learning the size).
+    /// The wait after `retries` consecutive timeouts.
+    fn backoff(&self, retries: u32) -> Duration {
+        self.wait
+            .saturating_mul(1 << retries.min(16))
+            .min(MAX_BACKOFF.max(self.wait))
+    }
+
     async fn negotiate(&mut self, oack: &[u8]) -> io::Result<bool> {
         let mut buf = [0u8; 1024];
         for attempt in 0..=self.retries {
@@ -513,7 +527,7 @@ impl Sender<'_> {
                 self.metrics.retransmits.fetch_add(1, Ordering::Relaxed);
             }
             self.socket.send_to(oack, self.peer).await?;
-            let deadline = Instant::now() + self.wait;
+            let deadline = Instant::now() + self.backoff(attempt);
             loop {
                 match self.next_reply(deadline, &mut buf).await? {
                     Reply::Ack(0) => return Ok(true),
@@ -565,7 +579,7 @@ impl Sender<'_> {
                     .fetch_add((pkt.len() - 4) as u64, Ordering::Relaxed);
                 sent_upto = *n;
             }
-            let deadline = Instant::now() + self.wait;
+            let deadline = Instant::now() + self.backoff(retries);
             loop {
                 match self.next_reply(deadline, &mut buf).await? {
                     Reply::Ack(wire) => {

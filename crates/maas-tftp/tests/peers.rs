@@ -49,6 +49,19 @@ struct Fixture {
     metrics: Arc<TftpMetrics>,
 }
 
+/// Waits (up to 3 s) for a counter to reach `want`: the server counts a
+/// transfer when it reads the final ACK, which can be just after the client
+/// has exited.
+async fn eventually(counter: &std::sync::atomic::AtomicU64, want: u64) {
+    for _ in 0..300 {
+        if counter.load(Ordering::Relaxed) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), want);
+}
+
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -140,10 +153,7 @@ async fn curl_downloads_byte_exact_at_every_block_size() {
             same(&fx, name, &dest);
         }
     }
-    assert_eq!(
-        fx.metrics.completed.load(Ordering::Relaxed),
-        (5 * FILES.len()) as u64
-    );
+    eventually(&fx.metrics.completed, (5 * FILES.len()) as u64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +253,7 @@ async fn atftp_downloads_byte_exact_with_each_option_combination() {
             }
         }
     }
-    assert_eq!(fx.metrics.completed.load(Ordering::Relaxed), runs);
+    eventually(&fx.metrics.completed, runs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,9 +310,9 @@ async fn sixteen_concurrent_clients_all_get_exact_copies() {
     }
 }
 
-async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(fs: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
@@ -425,7 +435,7 @@ async fn refusals_are_clear_error_packets_and_malformed_packets_are_counted() {
         7,
         "the bad mode, the unterminated request and five junk datagrams"
     );
-    assert_eq!(fx.metrics.completed.load(Ordering::Relaxed), 1);
+    eventually(&fx.metrics.completed, 1).await;
     let _ = std::fs::remove_file(outside);
 }
 
@@ -483,7 +493,7 @@ async fn an_error_8_after_the_option_ack_is_taken_calmly_and_the_retry_works() {
     assert_eq!(got, pattern(1 << 20, (1 << 20) + 7));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fx.metrics.aborted_by_client.load(Ordering::Relaxed), 1);
-    assert_eq!(fx.metrics.completed.load(Ordering::Relaxed), 1);
+    eventually(&fx.metrics.completed, 1).await;
     assert_eq!(fx.metrics.retransmits.load(Ordering::Relaxed), 0);
 }
 
@@ -543,21 +553,30 @@ async fn lost_acks_are_recovered_by_retransmission_then_given_up() {
     c.send_to(&packet::request(false, "b1468", "octet", &[]), fx.addr)
         .await
         .unwrap();
-    // Never acknowledge: the same block 1 comes back 1 + 3 times, then nothing.
+    // Never acknowledge: the same block 1 comes back 1 + 3 times, each wait
+    // twice the one before (100, 200, 400 ms), then nothing after 800 ms.
+    let start = std::time::Instant::now();
+    let mut at = Vec::new();
     for _ in 0..4 {
         let (b, _) = recv(&c).await;
         assert!(matches!(
             Packet::parse(&b).unwrap(),
             Packet::Data { block: 1, .. }
         ));
+        at.push(start.elapsed());
     }
     let mut buf = [0u8; 2048];
     assert!(
-        tokio::time::timeout(Duration::from_millis(400), c.recv_from(&mut buf))
+        tokio::time::timeout(Duration::from_millis(1500), c.recv_from(&mut buf))
             .await
             .is_err()
     );
-    assert_eq!(fx.metrics.timed_out.load(Ordering::Relaxed), 1);
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[1] > gaps[0] && gaps[2] > gaps[1],
+        "retransmissions back off: {gaps:?}"
+    );
+    eventually(&fx.metrics.timed_out, 1).await;
     assert_eq!(fx.metrics.retransmits.load(Ordering::Relaxed), 3);
 }
 
