@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("maas-power", 1),
     ("maas-dhcp", 1),
     ("maas-tftp", 1),
+    ("maas-boot", 1),
     ("maas-iscsi", 1),
     ("maas-images", 1),
     ("maas-curtin", 1),

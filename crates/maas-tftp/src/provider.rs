@@ -68,6 +68,14 @@ pub enum ProviderError {
         /// Why.
         reason: &'static str,
     },
+    /// The provider could not produce the file (a render or lookup failed).
+    #[error("cannot provide {path}: {reason}")]
+    Failed {
+        /// The requested path.
+        path: String,
+        /// Why, for the client's error packet (no secrets).
+        reason: String,
+    },
     /// Reading failed.
     #[error("cannot read {path}")]
     Io {

@@ -404,8 +404,13 @@ impl<P: FileProvider> Transfer<P> {
         }
         // Bound the memory one transfer can hold for retransmission.
         window = window.min((16 << 20) / block_size).max(1);
+        // tokio reads files on its blocking pool: one hand-off per 512-byte
+        // block would cost more than the block. Read ahead in large chunks.
         let reader = BlockReader {
-            reader: source.reader,
+            reader: Box::new(tokio::io::BufReader::with_capacity(
+                256 << 10,
+                source.reader,
+            )),
             netascii,
             pending: VecDeque::new(),
             raw: Vec::new(),
