@@ -19,9 +19,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
-use maas_boot::{BootConfigRequest, BootParams, BootPurpose, HttpUrl, ImagePaths, KernelParam, RackPath};
+use maas_boot::{
+    BootConfigRequest, BootParams, BootPurpose, HttpUrl, ImagePaths, KernelParam, RackPath,
+};
 use maas_core::{Architecture, Hostname, SystemId};
-use maas_tftp::{DirectoryProvider, FileProvider, FileRequest, FileSource, ProviderError, TftpConfig, TftpServer};
+use maas_tftp::{
+    DirectoryProvider, FileProvider, FileRequest, FileSource, ProviderError, TftpConfig, TftpServer,
+};
 use tracing::info;
 
 struct RackBootFiles {
@@ -42,23 +46,40 @@ impl FileProvider for RackBootFiles {
         let mut p = self.template.clone();
         p.mac = req.mac;
         let base = format!("http://{}/", SocketAddr::new(r.local.ip(), self.http_port));
-        let refuse = |why: String| ProviderError::Failed { path: r.path.to_owned(), reason: why };
+        let refuse = |why: String| ProviderError::Failed {
+            path: r.path.to_owned(),
+            reason: why,
+        };
         p.rack_url = HttpUrl::parse(&base).map_err(|e| refuse(e.to_string()))?;
-        p.metadata_url = p.rack_url.with_path("/MAAS/metadata/").map_err(|e| refuse(e.to_string()))?;
-        let text = req.kind.render(self.purpose, &p).map_err(|e| refuse(e.to_string()))?;
+        p.metadata_url = p
+            .rack_url
+            .with_path("/MAAS/metadata/")
+            .map_err(|e| refuse(e.to_string()))?;
+        let text = req
+            .kind
+            .render(self.purpose, &p)
+            .map_err(|e| refuse(e.to_string()))?;
         info!(peer = %r.peer, path = r.path, kind = req.kind.as_str(), purpose = self.purpose.as_str(), "rendered");
         Ok(FileSource::from_bytes(text))
     }
 }
 
 fn usage(e: &str) -> ExitCode {
-    eprintln!("netboot: {e}\nusage: netboot --root DIR --kernel PATH --initrd PATH [--listen ADDR:PORT] [--http-port N] [--purpose P] [--console C] [--system-id ID] [--hostname NAME] [--extra OPTS]");
+    eprintln!(
+        "netboot: {e}\nusage: netboot --root DIR --kernel PATH --initrd PATH [--listen ADDR:PORT] [--http-port N] [--purpose P] [--console C] [--system-id ID] [--hostname NAME] [--extra OPTS]"
+    );
     ExitCode::from(2)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let mut listen: SocketAddr = "0.0.0.0:69".parse().expect("valid");
     let (mut root, mut kernel, mut initrd) = (None, None, None);
     let mut http_port = maas_boot::RACK_HTTP_PORT;
@@ -66,7 +87,9 @@ async fn main() -> ExitCode {
     let (mut console, mut system_id, mut hostname, mut extra) = (None, None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let Some(v) = it.next() else { return usage(&format!("{flag} needs a value")) };
+        let Some(v) = it.next() else {
+            return usage(&format!("{flag} needs a value"));
+        };
         match flag.as_str() {
             "--listen" => match v.parse() {
                 Ok(a) => listen = a,
@@ -90,9 +113,15 @@ async fn main() -> ExitCode {
             other => return usage(&format!("unknown flag {other}")),
         }
     }
-    let (Some(root), Some(kernel), Some(initrd)) = (root, kernel, initrd) else { return usage("--root, --kernel and --initrd are required") };
+    let (Some(root), Some(kernel), Some(initrd)) = (root, kernel, initrd) else {
+        return usage("--root, --kernel and --initrd are required");
+    };
     let images = match (RackPath::parse(&kernel), RackPath::parse(&initrd)) {
-        (Ok(kernel), Ok(initrd)) => ImagePaths { kernel, initrd, squashfs: None },
+        (Ok(kernel), Ok(initrd)) => ImagePaths {
+            kernel,
+            initrd,
+            squashfs: None,
+        },
         (Err(e), _) | (_, Err(e)) => return usage(&e.to_string()),
     };
     let placeholder = HttpUrl::parse("http://127.0.0.1/").expect("valid");
@@ -119,7 +148,12 @@ async fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage(&format!("--root {root}: {e}")),
     };
-    let provider = RackBootFiles { files, purpose, http_port, template };
+    let provider = RackBootFiles {
+        files,
+        purpose,
+        http_port,
+        template,
+    };
     let server = match TftpServer::bind(listen, provider, TftpConfig::default()).await {
         Ok(s) => s,
         Err(e) => {
@@ -129,7 +163,8 @@ async fn main() -> ExitCode {
     };
     info!(%listen, %root, purpose = purpose.as_str(), "serving");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

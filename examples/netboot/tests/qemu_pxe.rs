@@ -18,7 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn skip(why: &str) {
-    let msg = format!("SKIPPED {}: {why}", std::thread::current().name().unwrap_or("test"));
+    let msg = format!(
+        "SKIPPED {}: {why}",
+        std::thread::current().name().unwrap_or("test")
+    );
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; under CI a skipped boot test is a failure");
     }
@@ -26,12 +29,25 @@ fn skip(why: &str) {
 }
 
 fn sh(args: &[&str]) -> Result<(), String> {
-    let o = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
-    if o.status.success() { Ok(()) } else { Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim())) }
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
 }
 
 fn home_cache(name: &str) -> PathBuf {
-    Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache").join(name)
+    Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        .join(".cache")
+        .join(name)
 }
 
 /// Everything the lab started; stopped (by PID) and removed on drop.
@@ -53,7 +69,8 @@ impl Drop for Lab {
 
 impl Lab {
     fn spawn(&mut self, name: &str, args: &[&str]) -> Result<(), String> {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(args)
@@ -74,12 +91,17 @@ impl Lab {
 fn initramfs(dir: &Path) -> Result<PathBuf, String> {
     let root = dir.join("initramfs");
     std::fs::create_dir_all(root.join("bin")).map_err(|e| e.to_string())?;
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).map_err(|e| format!("busybox-static: {e}"))?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .map_err(|e| format!("busybox-static: {e}"))?;
     let init = root.join("init");
     std::fs::write(&init, "#!/bin/busybox sh\n/bin/busybox echo \"MAAS-NETBOOT-OK $(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n").map_err(|e| e.to_string())?;
     sh(&["chmod", "755", init.to_str().unwrap_or_default()])?;
     let out = dir.join("http/initrd.gz");
-    let cmd = format!("cd {} && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -9 > {}", root.display(), out.display());
+    let cmd = format!(
+        "cd {} && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -9 > {}",
+        root.display(),
+        out.display()
+    );
     sh(&["sh", "-c", &cmd])?;
     Ok(out)
 }
@@ -90,15 +112,29 @@ fn boot(tag: u8, uefi: bool) {
     }
     let loaders = home_cache("maas-boot-loaders");
     let kernel = home_cache("maas-test-kernel/vmlinuz");
-    for need in [loaders.join("lpxelinux.0"), loaders.join("ldlinux.c32"), loaders.join("bootx64.efi"), loaders.join("grubx64.efi")] {
+    for need in [
+        loaders.join("lpxelinux.0"),
+        loaders.join("ldlinux.c32"),
+        loaders.join("bootx64.efi"),
+        loaders.join("grubx64.efi"),
+    ] {
         if !need.exists() {
-            return skip(&format!("{} is missing: run scripts/fetch-boot-loaders.sh {}", need.display(), loaders.display()));
+            return skip(&format!(
+                "{} is missing: run scripts/fetch-boot-loaders.sh {}",
+                need.display(),
+                loaders.display()
+            ));
         }
     }
     if !kernel.exists() {
         return skip("no test kernel: run scripts/fetch-test-kernel.sh");
     }
-    for tool in ["/usr/bin/qemu-system-x86_64", "/usr/sbin/dnsmasq", "/bin/busybox", "/usr/share/OVMF/OVMF_CODE_4M.fd"] {
+    for tool in [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/sbin/dnsmasq",
+        "/bin/busybox",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    ] {
         if !Path::new(tool).exists() {
             return skip(&format!("{tool} is not installed"));
         }
@@ -106,7 +142,11 @@ fn boot(tag: u8, uefi: bool) {
     let id = std::process::id() % 200;
     let ns = format!("netboot-{id}-{tag}");
     let _ = sh(&["ip", "netns", "del", &ns]);
-    let mut lab = Lab { ns: ns.clone(), children: Vec::new(), dir: tempfile::tempdir().unwrap() };
+    let mut lab = Lab {
+        ns: ns.clone(),
+        children: Vec::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
     let net = format!("10.{}.{}", 170 + tag, id);
     let server = format!("{net}.1");
     let setup = (|| -> Result<(), String> {
@@ -140,42 +180,113 @@ fn boot(tag: u8, uefi: bool) {
 
     let lease = d.join("leases").display().to_string();
     let log = d.join("dnsmasq-dhcp.log").display().to_string();
-    lab.spawn("dnsmasq", &[
-        "dnsmasq", "--keep-in-foreground", "--port=0", "--user=root", "--interface=br0", "--bind-interfaces",
-        &format!("--dhcp-range={net}.100,{net}.150,255.255.255.0,1h"), &format!("--dhcp-leasefile={lease}"),
-        "--pid-file=", &format!("--log-facility={log}"), "--log-dhcp",
-        "--dhcp-match=set:efi64,option:client-arch,7",
-        &format!("--dhcp-boot=tag:efi64,bootx64.efi,,{server}"),
-        &format!("--dhcp-boot=tag:!efi64,lpxelinux.0,,{server}"),
-    ]).unwrap();
+    lab.spawn(
+        "dnsmasq",
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--port=0",
+            "--user=root",
+            "--interface=br0",
+            "--bind-interfaces",
+            &format!("--dhcp-range={net}.100,{net}.150,255.255.255.0,1h"),
+            &format!("--dhcp-leasefile={lease}"),
+            "--pid-file=",
+            &format!("--log-facility={log}"),
+            "--log-dhcp",
+            "--dhcp-match=set:efi64,option:client-arch,7",
+            &format!("--dhcp-boot=tag:efi64,bootx64.efi,,{server}"),
+            &format!("--dhcp-boot=tag:!efi64,lpxelinux.0,,{server}"),
+        ],
+    )
+    .unwrap();
     let http_root = d.join("http").display().to_string();
-    lab.spawn("http", &["python3", "-m", "http.server", "5248", "--bind", &server, "--directory", &http_root]).unwrap();
-    lab.spawn("netboot", &[
-        env!("CARGO_BIN_EXE_netboot"), "--listen", "0.0.0.0:69", "--root", tftp_root.to_str().unwrap(),
-        "--kernel", "vmlinuz", "--initrd", "initrd.gz", "--http-port", "5248", "--purpose", "enlist",
-        "--console", "ttyS0,115200", "--extra", "panic=-1",
-    ]).unwrap();
+    lab.spawn(
+        "http",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "5248",
+            "--bind",
+            &server,
+            "--directory",
+            &http_root,
+        ],
+    )
+    .unwrap();
+    lab.spawn(
+        "netboot",
+        &[
+            env!("CARGO_BIN_EXE_netboot"),
+            "--listen",
+            "0.0.0.0:69",
+            "--root",
+            tftp_root.to_str().unwrap(),
+            "--kernel",
+            "vmlinuz",
+            "--initrd",
+            "initrd.gz",
+            "--http-port",
+            "5248",
+            "--purpose",
+            "enlist",
+            "--console",
+            "ttyS0,115200",
+            "--extra",
+            "panic=-1",
+        ],
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(700));
 
     let serial = d.join("serial.log");
     let mac = format!("52:54:00:77:{tag:02x}:10");
-    let mut args: Vec<String> = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut args: Vec<String> = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     args.extend(["-serial".into(), format!("file:{}", serial.display())]);
-    args.extend(["-netdev".into(), "tap,id=n0,ifname=tap0,script=no,downscript=no".into()]);
+    args.extend([
+        "-netdev".into(),
+        "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+    ]);
     if uefi {
         let vars = d.join("OVMF_VARS.fd");
         std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
         args.extend(["-machine".into(), "q35".into()]);
-        args.extend(["-drive".into(), "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into()]);
-        args.extend(["-drive".into(), format!("if=pflash,format=raw,file={}", vars.display())]);
+        args.extend([
+            "-drive".into(),
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+        ]);
+        args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", vars.display()),
+        ]);
         // No NIC option ROM: OVMF's own PXE client does DHCP and TFTP.
-        args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1")]);
+        args.extend([
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+        ]);
     } else {
         args.extend(["-machine".into(), "pc".into(), "-boot".into(), "n".into()]);
-        args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1")]);
+        args.extend([
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1"),
+        ]);
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.spawn("qemu", &argv).unwrap();
@@ -198,13 +309,41 @@ fn boot(tag: u8, uefi: bool) {
         std::fs::read_to_string(d.join("dnsmasq-dhcp.log")).unwrap_or_default(),
         lab.log("http")
     );
-    assert!(out.contains("Linux version"), "the kernel did not start\n{report}");
-    assert!(out.contains("MAAS-NETBOOT-OK"), "our init did not run\n{report}");
-    let (loader, config) = if uefi { ("bootx64.efi", "kind=\"grub\"") } else { ("lpxelinux.0", "kind=\"pxelinux\"") };
-    assert!(tftp.contains(loader), "{loader} was not served by our TFTP\n{report}");
-    assert!(tftp.contains("rendered") && tftp.contains(config), "no {config} config was rendered\n{report}");
-    assert!(tftp.contains(&mac.replace(':', "-")) || tftp.contains(&mac), "the config asked for was not this machine's\n{report}");
-    let _ = writeln!(std::io::stderr().lock(), "{} booted in {:.1} s", if uefi { "UEFI (OVMF PXE)" } else { "BIOS (SeaBIOS + iPXE)" }, took.as_secs_f64());
+    assert!(
+        out.contains("Linux version"),
+        "the kernel did not start\n{report}"
+    );
+    assert!(
+        out.contains("MAAS-NETBOOT-OK"),
+        "our init did not run\n{report}"
+    );
+    let (loader, config) = if uefi {
+        ("bootx64.efi", "kind=\"grub\"")
+    } else {
+        ("lpxelinux.0", "kind=\"pxelinux\"")
+    };
+    assert!(
+        tftp.contains(loader),
+        "{loader} was not served by our TFTP\n{report}"
+    );
+    assert!(
+        tftp.contains("rendered") && tftp.contains(config),
+        "no {config} config was rendered\n{report}"
+    );
+    assert!(
+        tftp.contains(&mac.replace(':', "-")) || tftp.contains(&mac),
+        "the config asked for was not this machine's\n{report}"
+    );
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{} booted in {:.1} s",
+        if uefi {
+            "UEFI (OVMF PXE)"
+        } else {
+            "BIOS (SeaBIOS + iPXE)"
+        },
+        took.as_secs_f64()
+    );
 }
 
 #[test]
