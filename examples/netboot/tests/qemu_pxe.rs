@@ -176,7 +176,11 @@ fn boot(tag: u8, uefi: bool) {
     }
     std::fs::create_dir_all(d.join("http")).unwrap();
     std::fs::copy(&kernel, d.join("http/vmlinuz")).unwrap();
-    initramfs(&d).expect("initramfs built");
+    let initrd = initramfs(&d).expect("initramfs built");
+    // GRUB reads the kernel and initrd from the server it came from (TFTP)
+    // when the rack's HTTP is not on port 80: serve them there too.
+    std::fs::copy(&kernel, tftp_root.join("vmlinuz")).unwrap();
+    std::fs::copy(&initrd, tftp_root.join("initrd.gz")).unwrap();
 
     let lease = d.join("leases").display().to_string();
     let log = d.join("dnsmasq-dhcp.log").display().to_string();
