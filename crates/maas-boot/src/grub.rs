@@ -61,8 +61,9 @@ fn grub_file(params: &BootParams, path: &RackPath) -> String {
 /// - Ephemeral purposes: `linux <kernel> <command line>` and
 ///   `initrd <initrd>`, read over HTTP as `(http,<rack>)/<path>` when the
 ///   rack's HTTP server is on port 80, and otherwise as `/<path>` from the
-///   server GRUB was loaded from (see below). Words with punctuation GRUB's
-///   shell would interpret are single-quoted.
+///   server GRUB was loaded from: Debian's GRUB 2.06 takes no port in
+///   `(http,...)`. Words with punctuation GRUB's shell would interpret are
+///   single-quoted.
 /// - `LocalBoot`: looks for a known EFI loader on the local disks
 ///   (`search --file`), chainloads the first found, and otherwise `exit`s
 ///   to the firmware, which tries its next boot entry.

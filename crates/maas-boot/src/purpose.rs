@@ -200,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_safe_in_every_loader() {
+        // GRUB echoes them in single quotes; iPXE and PXELINUX take them raw.
+        for p in BootPurpose::ALL {
+            for t in [p.title(), p.doing(), p.as_str()] {
+                assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' '), "{t:?}");
+            }
+        }
+    }
+
+    #[test]
     fn deploying_with_netboot_off_boots_the_disk() {
         assert_eq!(
             BootPurpose::for_status_netboot(NodeStatus::Deploying, true, false),
