@@ -204,7 +204,10 @@ mod tests {
         // GRUB echoes them in single quotes; iPXE and PXELINUX take them raw.
         for p in BootPurpose::ALL {
             for t in [p.title(), p.doing(), p.as_str()] {
-                assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' '), "{t:?}");
+                assert!(
+                    t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' '),
+                    "{t:?}"
+                );
             }
         }
     }
