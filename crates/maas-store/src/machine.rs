@@ -966,6 +966,42 @@ impl MachineRepository for SqlStore {
     }
 }
 
+/// Deletes the rows of `E` under `parent` (by `parent_col`) whose id is not
+/// in `wanted`, and returns the ids that remain: the rows to update in place.
+async fn prune_children<C, E>(
+    conn: &C,
+    parent_col: E::Column,
+    parent: i64,
+    id_col: E::Column,
+    wanted: impl Iterator<Item = i64>,
+) -> RepoResult<HashSet<i64>>
+where
+    C: ConnectionTrait,
+    E: EntityTrait,
+    E::Column: ColumnTrait,
+{
+    let existing: HashSet<i64> = E::find()
+        .select_only()
+        .column(id_col)
+        .filter(parent_col.eq(parent))
+        .into_tuple::<i64>()
+        .all(conn)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    let keep: HashSet<i64> = wanted.filter(|x| existing.contains(x)).collect();
+    let gone: Vec<i64> = existing.difference(&keep).copied().collect();
+    if !gone.is_empty() {
+        E::delete_many()
+            .filter(id_col.is_in(gone))
+            .exec(conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(keep)
+}
+
 /// Brings the stored interfaces, links, disks and tags of machine `row_id`
 /// in line with `m`: rows with a known id are updated in place (ids stay
 /// stable for API clients), new ones inserted, missing ones deleted.
@@ -990,30 +1026,14 @@ async fn sync_children<C: ConnectionTrait>(
         .map_err(db_err)?;
     }
 
-    let existing: HashSet<i64> = interface::Entity::find()
-        .select_only()
-        .column(interface::Column::Id)
-        .filter(interface::Column::MachineId.eq(row_id))
-        .into_tuple::<i64>()
-        .all(conn)
-        .await
-        .map_err(db_err)?
-        .into_iter()
-        .collect();
-    let keep: HashSet<i64> = m
-        .interfaces
-        .iter()
-        .filter_map(|i| i.id.map(|x| x.0))
-        .filter(|x| existing.contains(x))
-        .collect();
-    let gone: Vec<i64> = existing.difference(&keep).copied().collect();
-    if !gone.is_empty() {
-        interface::Entity::delete_many()
-            .filter(interface::Column::Id.is_in(gone))
-            .exec(conn)
-            .await
-            .map_err(db_err)?;
-    }
+    let keep = prune_children::<_, interface::Entity>(
+        conn,
+        interface::Column::MachineId,
+        row_id,
+        interface::Column::Id,
+        m.interfaces.iter().filter_map(|i| i.id.map(|x| x.0)),
+    )
+    .await?;
     for i in &m.interfaces {
         let iid = match i.id.map(|x| x.0).filter(|x| keep.contains(x)) {
             Some(iid) => {
@@ -1033,30 +1053,14 @@ async fn sync_children<C: ConnectionTrait>(
                     .last_insert_id
             }
         };
-        let stored: HashSet<i64> = ip_address::Entity::find()
-            .select_only()
-            .column(ip_address::Column::Id)
-            .filter(ip_address::Column::InterfaceId.eq(iid))
-            .into_tuple::<i64>()
-            .all(conn)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .collect();
-        let kept: HashSet<i64> = i
-            .links
-            .iter()
-            .filter_map(|l| l.id.map(|x| x.0))
-            .filter(|x| stored.contains(x))
-            .collect();
-        let dropped: Vec<i64> = stored.difference(&kept).copied().collect();
-        if !dropped.is_empty() {
-            ip_address::Entity::delete_many()
-                .filter(ip_address::Column::Id.is_in(dropped))
-                .exec(conn)
-                .await
-                .map_err(db_err)?;
-        }
+        let kept = prune_children::<_, ip_address::Entity>(
+            conn,
+            ip_address::Column::InterfaceId,
+            iid,
+            ip_address::Column::Id,
+            i.links.iter().filter_map(|l| l.id.map(|x| x.0)),
+        )
+        .await?;
         for l in &i.links {
             let key =
                 l.ip.map_or_else(|| "(link)".to_owned(), |ip| ip.to_string());
@@ -1078,30 +1082,14 @@ async fn sync_children<C: ConnectionTrait>(
         }
     }
 
-    let existing: HashSet<i64> = block_device::Entity::find()
-        .select_only()
-        .column(block_device::Column::Id)
-        .filter(block_device::Column::MachineId.eq(row_id))
-        .into_tuple::<i64>()
-        .all(conn)
-        .await
-        .map_err(db_err)?
-        .into_iter()
-        .collect();
-    let keep: HashSet<i64> = m
-        .block_devices
-        .iter()
-        .filter_map(|d| d.id.map(|x| x.0))
-        .filter(|x| existing.contains(x))
-        .collect();
-    let gone: Vec<i64> = existing.difference(&keep).copied().collect();
-    if !gone.is_empty() {
-        block_device::Entity::delete_many()
-            .filter(block_device::Column::Id.is_in(gone))
-            .exec(conn)
-            .await
-            .map_err(db_err)?;
-    }
+    let keep = prune_children::<_, block_device::Entity>(
+        conn,
+        block_device::Column::MachineId,
+        row_id,
+        block_device::Column::Id,
+        m.block_devices.iter().filter_map(|d| d.id.map(|x| x.0)),
+    )
+    .await?;
     for d in &m.block_devices {
         if d.id.is_some_and(|x| keep.contains(&x.0)) {
             block_device::Entity::update(block_device_to_active(d, row_id))
