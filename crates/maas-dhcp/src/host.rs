@@ -50,6 +50,13 @@ pub trait HostLookup: Send + Sync + 'static {
     async fn reservation(&self, mac: MacAddress) -> Option<Reservation>;
     /// The boot answer for a client that asked to network boot.
     async fn boot(&self, client: &BootClient) -> Option<BootAnswer>;
+    /// Whether `ip` is reserved for some MAC, so it must not be handed out
+    /// from a dynamic range. MAAS's IPAM keeps reservations out of dynamic
+    /// ranges, so the default says no; implement it where they may overlap.
+    async fn is_reserved(&self, ip: Ipv4Addr) -> bool {
+        let _ = ip;
+        false
+    }
 }
 
 /// Reservations from a table and boot files by architecture code.
@@ -69,6 +76,10 @@ pub struct StaticHosts {
 impl HostLookup for StaticHosts {
     async fn reservation(&self, mac: MacAddress) -> Option<Reservation> {
         self.reservations.get(&mac).cloned()
+    }
+
+    async fn is_reserved(&self, ip: Ipv4Addr) -> bool {
+        self.reservations.values().any(|r| r.ip == ip)
     }
 
     async fn boot(&self, c: &BootClient) -> Option<BootAnswer> {

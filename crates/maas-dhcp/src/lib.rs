@@ -14,20 +14,14 @@
 //! use std::time::Duration;
 //! use maas_dhcp::{DhcpConfig, DhcpHandler, MemoryLeaseStore, StaticHosts, SubnetConfig};
 //!
-//! let config = DhcpConfig {
-//!     server_ip: "10.99.0.1".parse()?,
-//!     subnets: vec![SubnetConfig {
-//!         cidr: "10.99.0.0/24".parse()?,
-//!         ranges: vec![("10.99.0.100".parse()?, "10.99.0.199".parse()?)],
-//!         router: Some("10.99.0.1".parse()?),
-//!         dns: vec![],
-//!         domain: Some("maas".into()),
-//!         ntp: vec![],
-//!         mtu: None,
-//!         lease_time: Duration::from_secs(600),
-//!     }],
-//!     offer_hold: Duration::from_secs(30),
-//! };
+//! let mut subnet = SubnetConfig::new(
+//!     "10.99.0.0/24".parse()?,
+//!     vec![("10.99.0.100".parse()?, "10.99.0.199".parse()?)],
+//! );
+//! subnet.router = Some("10.99.0.1".parse()?);
+//! subnet.domain = Some("maas".into());
+//! subnet.lease_time = Duration::from_secs(600);
+//! let config = DhcpConfig::new("10.99.0.1".parse()?, vec![subnet]);
 //! let handler = DhcpHandler::new(config, StaticHosts::default(), MemoryLeaseStore::default()).await?;
 //! // Serve it: DhcpServer::bind_interface("br0", 67, handler)?.serve().await
 //! # let _ = handler;
@@ -35,15 +29,23 @@
 //! # }).unwrap();
 //! ```
 
+mod config;
+mod failover;
+mod handler;
 mod host;
 mod lease;
+mod pool;
 mod server;
 
 use std::path::PathBuf;
 
+pub use config::{DhcpConfig, FailoverConfig, FailoverRole, RateLimit, SubnetConfig};
+pub use handler::{DhcpHandler, DhcpMetrics, Reply, precheck};
 pub use host::{BootAnswer, BootClient, HostLookup, Reservation, StaticHosts};
-pub use lease::{FileLeaseStore, Lease, LeaseState, LeaseStore, MemoryLeaseStore, now_secs};
-pub use server::{DhcpConfig, DhcpHandler, DhcpMetrics, DhcpServer, Reply, SubnetConfig, precheck};
+pub use lease::{
+    Durability, FileLeaseStore, Lease, LeaseState, LeaseStore, MemoryLeaseStore, now_secs,
+};
+pub use server::DhcpServer;
 
 /// Why the DHCP server could not start or store a lease.
 #[derive(Debug, thiserror::Error)]

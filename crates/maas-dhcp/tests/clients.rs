@@ -171,19 +171,19 @@ impl Lab {
     }
 
     fn subnet(&self) -> SubnetConfig {
-        SubnetConfig {
-            cidr: format!("{}.0/24", self.net).parse().unwrap(),
-            ranges: vec![(
+        let mut s = SubnetConfig::new(
+            format!("{}.0/24", self.net).parse().unwrap(),
+            vec![(
                 format!("{}.100", self.net).parse().unwrap(),
                 format!("{}.199", self.net).parse().unwrap(),
             )],
-            router: Some(self.server_ip()),
-            dns: vec![self.server_ip()],
-            domain: Some("maas".into()),
-            ntp: vec![],
-            mtu: Some(1500),
-            lease_time: Duration::from_secs(600),
-        }
+        );
+        s.router = Some(self.server_ip());
+        s.dns = vec![self.server_ip()];
+        s.domain = Some("maas".into());
+        s.mtu = Some(1500);
+        s.routes = vec![("192.168.77.0/24".parse().unwrap(), self.server_ip())];
+        s
     }
 }
 
@@ -233,11 +233,7 @@ async fn udhcpc_gets_a_lease_with_pxe_boot_options_and_ipxe_gets_its_script() {
     let lab = Lab::new(1, mac).expect("lab");
     let dir = tempfile::tempdir().unwrap();
     let store = FileLeaseStore::new(dir.path().join("leases.jsonl"));
-    let config = DhcpConfig {
-        server_ip: lab.server_ip(),
-        subnets: vec![lab.subnet()],
-        offer_hold: Duration::from_secs(30),
-    };
+    let config = DhcpConfig::new(lab.server_ip(), vec![lab.subnet()]);
     let handler = DhcpHandler::new(config, hosts(&lab), store).await.unwrap();
     let server = DhcpServer::from_socket(
         tokio::net::UdpSocket::from_std(lab.server_socket()).unwrap(),
@@ -308,6 +304,12 @@ async fn udhcpc_gets_a_lease_with_pxe_boot_options_and_ipxe_gets_its_script() {
     assert_eq!(env["subnet"], "255.255.255.0");
     assert_eq!(env["lease"], "600");
     assert_eq!(env["domain"], "maas");
+    let server = lab.server_ip();
+    assert_eq!(
+        env.get("staticroutes").map(String::as_str),
+        Some(format!("192.168.77.0/24 {server} 0.0.0.0/0 {server}").as_str()),
+        "option 121 with the default route added: {env:?}"
+    );
     // The lease was on disk before the ACK went out.
     let stored = FileLeaseStore::new(dir.path().join("leases.jsonl"))
         .load()
@@ -358,11 +360,7 @@ async fn dhclient_gets_its_reservation_renews_and_releases() {
     let lab = Lab::new(2, mac).expect("lab");
     let dir = tempfile::tempdir().unwrap();
     let leases = dir.path().join("leases.jsonl");
-    let config = DhcpConfig {
-        server_ip: lab.server_ip(),
-        subnets: vec![lab.subnet()],
-        offer_hold: Duration::from_secs(30),
-    };
+    let config = DhcpConfig::new(lab.server_ip(), vec![lab.subnet()]);
     let mut h = hosts(&lab);
     let reserved: Ipv4Addr = format!("{}.20", lab.net).parse().unwrap();
     h.reservations.insert(

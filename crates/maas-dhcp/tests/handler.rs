@@ -11,27 +11,22 @@ use maas_dhcp::{
 };
 
 fn subnet(net: &str, lo: &str, hi: &str) -> SubnetConfig {
-    SubnetConfig {
-        cidr: net.parse().unwrap(),
-        ranges: vec![(lo.parse().unwrap(), hi.parse().unwrap())],
-        router: None,
-        dns: vec![],
-        domain: None,
-        ntp: vec![],
-        mtu: None,
-        lease_time: Duration::from_secs(300),
-    }
+    let mut s = SubnetConfig::new(
+        net.parse().unwrap(),
+        vec![(lo.parse().unwrap(), hi.parse().unwrap())],
+    );
+    s.lease_time = Duration::from_secs(300);
+    s
 }
 
 async fn handler(lo: &str, hi: &str) -> DhcpHandler<StaticHosts, MemoryLeaseStore> {
-    let config = DhcpConfig {
-        server_ip: "10.0.0.1".parse().unwrap(),
-        subnets: vec![
+    let config = DhcpConfig::new(
+        "10.0.0.1".parse().unwrap(),
+        vec![
             subnet("10.0.0.0/24", lo, hi),
             subnet("10.9.0.0/24", "10.9.0.10", "10.9.0.20"),
         ],
-        offer_hold: Duration::from_secs(30),
-    };
+    );
     DhcpHandler::new(config, StaticHosts::default(), MemoryLeaseStore::default())
         .await
         .unwrap()
