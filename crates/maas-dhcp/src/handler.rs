@@ -9,7 +9,7 @@ use std::time::Instant;
 use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use maas_core::MacAddress;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::DhcpError;
 use crate::config::{DhcpConfig, RateLimit, SubnetConfig};
@@ -487,7 +487,7 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
             debug!(%mac, "over the per-MAC rate limit; dropped");
             return Decision::default();
         }
-        let span = info_span!("dhcp", %mac, xid = format_args!("{:08x}", m.xid()), ?kind);
+        let span = debug_span!("dhcp", %mac, xid = format_args!("{:08x}", m.xid()), ?kind);
         self.dispatch(&m, mac, kind, now).instrument(span).await
     }
 

@@ -254,7 +254,7 @@ impl LeaseStore for FileLeaseStore {
         }
         let batch = leases.to_vec();
         let sync = self.durability == Durability::Sync;
-        self.blocking(move |path, st| {
+        let append = move |path: &Path, st: &mut FileState| {
             use std::io::Write;
             let mut buf = Vec::with_capacity(batch.len() * 128);
             for l in &batch {
@@ -280,7 +280,18 @@ impl LeaseStore for FileLeaseStore {
                 compact(path, st)?;
             }
             Ok(())
-        })
-        .await
+        };
+        if sync {
+            // fdatasync takes milliseconds: off the async threads.
+            self.blocking(append).await
+        } else {
+            // A write into the page cache takes microseconds; handing it to
+            // the blocking pool would cost more than it saves.
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| self.io_err()(std::io::Error::other("lease store lock poisoned")))?;
+            append(&self.path, &mut st).map_err(self.io_err())
+        }
     }
 }
