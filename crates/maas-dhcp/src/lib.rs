@@ -35,6 +35,7 @@ mod handler;
 mod host;
 mod lease;
 mod pool;
+mod ra;
 mod server;
 
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub use host::{BootAnswer, BootClient, HostLookup, Reservation, StaticHosts};
 pub use lease::{
     Durability, FileLeaseStore, Lease, LeaseState, LeaseStore, MemoryLeaseStore, now_secs,
 };
+pub use ra::{RouterAdvertConfig, build_router_advert, interface_prefixes, run_router_adverts};
 pub use server::DhcpServer;
 
 /// Why the DHCP server could not start or store a lease.

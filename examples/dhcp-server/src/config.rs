@@ -36,6 +36,21 @@ pub(crate) struct File {
     reservations: Vec<ReservationSection>,
     boot: Option<BootSection>,
     failover: Option<FailoverSection>,
+    pub(crate) router_advertisements: Option<RaSection>,
+}
+
+/// `[router_advertisements]`: on by default in interface mode where the
+/// interface has a global IPv6 address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RaSection {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) interval_secs: Option<u64>,
+    pub(crate) router_lifetime_secs: Option<u16>,
+    pub(crate) managed: Option<bool>,
+    pub(crate) other: Option<bool>,
+    pub(crate) autonomous: Option<bool>,
+    pub(crate) mtu: Option<u32>,
 }
 
 fn default_offer_hold() -> u64 {

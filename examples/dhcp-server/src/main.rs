@@ -78,6 +78,7 @@ async fn main() -> ExitCode {
         }
     };
     let metrics = server.metrics();
+    let _adverts = router_adverts(&loaded.file).map(tokio::spawn);
     info!(
         interface = loaded.file.interface.as_deref().unwrap_or(""),
         listen = ?loaded.file.listen,
@@ -127,4 +128,41 @@ fn bind<H: maas_dhcp::HostLookup, S: maas_dhcp::LeaseStore>(
         tokio::net::UdpSocket::from_std(s).map_err(io)?,
         handler,
     ))
+}
+
+/// The router-advertisement task, when the file and the interface call
+/// for one.
+fn router_adverts(
+    file: &config::File,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let ifname = file.interface.as_deref()?;
+    let ra = file.router_advertisements.as_ref();
+    if ra.and_then(|r| r.enabled) == Some(false) {
+        return None;
+    }
+    let Some(mut cfg) = maas_dhcp::RouterAdvertConfig::from_interface(ifname) else {
+        info!(
+            interface = ifname,
+            "no global IPv6 address: no router advertisements"
+        );
+        return None;
+    };
+    if let Some(r) = ra {
+        if let Some(s) = r.interval_secs {
+            cfg.interval = std::time::Duration::from_secs(s.max(4));
+        }
+        cfg.router_lifetime = r.router_lifetime_secs.unwrap_or(0);
+        cfg.managed = r.managed.unwrap_or(false);
+        cfg.other = r.other.unwrap_or(false);
+        cfg.mtu = r.mtu;
+        let auto = r.autonomous.unwrap_or(false);
+        for p in &mut cfg.prefixes {
+            p.1 = auto;
+        }
+    }
+    Some(async move {
+        if let Err(e) = maas_dhcp::run_router_adverts(cfg).await {
+            error!(error = %e, source = ?std::error::Error::source(&e), "router advertisements stopped");
+        }
+    })
 }
