@@ -878,9 +878,13 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
 }
 
 /// Checks the framing dhcproto trusts: the fixed header, the magic cookie,
-/// and every option's length within the packet. dhcproto 0.15 panics on a
-/// client-FQDN option (81) shorter than 3 bytes in debug builds and misparses
-/// it in release builds, so that length is checked here too.
+/// every option's length within the packet, and the exact length of every
+/// option dhcproto 0.15 decodes with a fixed-size read. dhcproto reads those
+/// (a u32 lease time, a u16 architecture...) whatever length the option
+/// declares, and only `debug_assert`s some of them: in debug builds a wrong
+/// length panics, in release builds the rest of the options are read out of
+/// step. The fuzz target (`crates/maas-dhcp/fuzz`) found the cases beyond
+/// option 81.
 pub fn precheck(b: &[u8]) -> Result<(), &'static str> {
     const HEADER: usize = 236;
     if b.len() < HEADER + 4 {
@@ -892,11 +896,21 @@ pub fn precheck(b: &[u8]) -> Result<(), &'static str> {
     if b[2] > 16 {
         return Err("hardware address length over 16");
     }
+    // dhcproto joins an option repeated back to back into one (RFC 3396),
+    // so the length to check is that of each run of one code.
+    let mut run: Option<(u8, usize)> = None;
+    let end_run = |run: Option<(u8, usize)>| match run {
+        Some((code, len)) => bad_fixed_length(code, len).map_or(Ok(()), Err),
+        None => Ok(()),
+    };
     let mut i = HEADER + 4;
     while i < b.len() {
         match b[i] {
-            0 => i += 1,
-            255 => return Ok(()),
+            0 => {
+                end_run(run.take())?;
+                i += 1;
+            }
+            255 => return end_run(run),
             code => {
                 let Some(&len) = b.get(i + 1) else {
                     return Err("option without a length");
@@ -905,14 +919,38 @@ pub fn precheck(b: &[u8]) -> Result<(), &'static str> {
                 if i + 2 + len > b.len() {
                     return Err("option longer than the packet");
                 }
-                if code == 81 && len < 3 {
-                    return Err("client FQDN option shorter than 3 bytes");
-                }
+                run = match run {
+                    Some((c, total)) if c == code => Some((c, total + len)),
+                    other => {
+                        end_run(other)?;
+                        Some((code, len))
+                    }
+                };
                 i += 2 + len;
             }
         }
     }
     Err("no END option")
+}
+
+/// The length rule of the options dhcproto decodes with fixed-size reads.
+fn bad_fixed_length(code: u8, len: usize) -> Option<&'static str> {
+    let want = match code {
+        80 => 0,
+        19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156 | 157 => 1,
+        13 | 22 | 26 | 57 | 93 => 2,
+        94 => 3,
+        2 | 24 | 35 | 38 | 51 | 58 | 59 | 91 | 108 | 152..=155 => 4,
+        81 if len < 3 => return Some("client FQDN option (81) shorter than 3 bytes"),
+        151 if len < 1 => return Some("empty bulk-leasequery status option (151)"),
+        _ => return None,
+    };
+    (len != want).then_some(match code {
+        53 => "message type option (53) is not 1 byte",
+        93 => "client architecture option (93) is not 2 bytes (lists of architectures are not supported)",
+        51 | 58 | 59 => "lease time option (51, 58 or 59) is not 4 bytes",
+        _ => "fixed-size option with the wrong length",
+    })
 }
 
 /// Encodes a reply, padded to the 300-byte BOOTP minimum some clients need.
