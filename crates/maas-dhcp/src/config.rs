@@ -143,6 +143,10 @@ pub struct DhcpConfig {
     pub rate_limit: Option<RateLimit>,
     /// Failover with a peer; `None` for a lone server.
     pub failover: Option<FailoverConfig>,
+    /// Before offering an address nobody held, send it an ICMP echo and wait
+    /// this long for an answer; one that answers is set aside for a lease
+    /// time and another is offered. `None` (the default) skips the probe.
+    pub conflict_probe: Option<Duration>,
 }
 
 impl DhcpConfig {
@@ -154,6 +158,7 @@ impl DhcpConfig {
             offer_hold: Duration::from_secs(30),
             rate_limit: Some(RateLimit::default()),
             failover: None,
+            conflict_probe: None,
         }
     }
 

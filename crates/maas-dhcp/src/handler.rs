@@ -17,6 +17,7 @@ use crate::failover::{Peer, bucket};
 use crate::host::{BootClient, HostLookup};
 use crate::lease::{Lease, LeaseState, LeaseStore, now_secs};
 use crate::pool::Pool;
+use crate::probe::IcmpProbe;
 
 /// Counters, readable while the server runs.
 #[derive(Debug, Default)]
@@ -47,6 +48,8 @@ pub struct DhcpMetrics {
     pub peer_clients: AtomicU64,
     /// Offers that found no free address.
     pub exhausted: AtomicU64,
+    /// Addresses the conflict probe found in use and set aside.
+    pub conflicts: AtomicU64,
     /// ACKs not sent because the lease store failed.
     pub store_failed: AtomicU64,
     /// Leases that hold now (refreshed about once a second by the server).
@@ -73,6 +76,7 @@ impl DhcpMetrics {
             ("rate_limited", f(&self.rate_limited)),
             ("peer_clients", f(&self.peer_clients)),
             ("exhausted", f(&self.exhausted)),
+            ("conflicts", f(&self.conflicts)),
             ("store_failed", f(&self.store_failed)),
             ("active_leases", f(&self.active_leases)),
             ("free_addresses", f(&self.free_addresses)),
@@ -139,6 +143,9 @@ pub struct DhcpHandler<H: HostLookup, S: LeaseStore> {
     pool: Pool,
     limiter: HashMap<MacAddress, Tokens>,
     peer: Option<Arc<Peer>>,
+    probe: Option<IcmpProbe>,
+    /// Addresses found in use by the probe, set aside until the time given.
+    conflicts: HashMap<Ipv4Addr, u64>,
     last_sweep: u64,
     metrics: Arc<DhcpMetrics>,
 }
@@ -180,7 +187,16 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
             .failover
             .as_ref()
             .map(|f| Arc::new(Peer::new(f.peer_timeout)));
+        let probe = match config.conflict_probe {
+            Some(_) => Some(IcmpProbe::new().map_err(|source| DhcpError::Socket {
+                interface: "ICMP conflict probe".into(),
+                source,
+            })?),
+            None => None,
+        };
         let mut h = DhcpHandler {
+            probe,
+            conflicts: HashMap::new(),
             pool: Pool::new(&ranges, role),
             config,
             hosts,
@@ -278,6 +294,7 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
                         .is_some_and(|o| o.ip == ip && o.until > now)
             })
             || ip == self.config.server_ip
+            || self.conflicts.get(&ip).is_some_and(|&until| until > now)
     }
 
     /// Whether a dynamic address may go to `mac` now.
@@ -358,6 +375,17 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
                         // (a misconfiguration MAAS's IPAM forbids) or bound
                         // by a record the pool was not told of: skip it.
                         if self.taken(ip, mac, now) || self.hosts.is_reserved(ip).await {
+                            self.pool.take(ip);
+                            continue;
+                        }
+                        if let (Some(probe), Some(timeout)) =
+                            (&self.probe, self.config.conflict_probe)
+                            && probe.in_use(ip, timeout).await
+                        {
+                            warn!(%ip, "address in use by a host without a lease; set aside");
+                            self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                            let hold = self.config.subnets[i].lease_time.as_secs();
+                            self.conflicts.insert(ip, now + hold);
                             self.pool.take(ip);
                             continue;
                         }

@@ -35,6 +35,7 @@ mod handler;
 mod host;
 mod lease;
 mod pool;
+mod probe;
 mod ra;
 mod server;
 

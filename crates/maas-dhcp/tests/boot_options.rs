@@ -14,7 +14,10 @@ const FROM: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED,
 async fn handler() -> DhcpHandler<StaticHosts, MemoryLeaseStore> {
     let mut s = SubnetConfig::new(
         "10.70.0.0/24".parse().unwrap(),
-        vec![("10.70.0.100".parse().unwrap(), "10.70.0.199".parse().unwrap())],
+        vec![(
+            "10.70.0.100".parse().unwrap(),
+            "10.70.0.199".parse().unwrap(),
+        )],
     );
     s.router = Some("10.70.0.1".parse().unwrap());
     s.dns = vec!["10.70.0.1".parse().unwrap()];
@@ -86,15 +89,48 @@ fn render(bytes: &[u8]) -> String {
     out
 }
 
+/// Name, vendor class (60), architecture (93), user class (77).
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Option<u16>,
+    Option<&'static str>,
+);
+
 #[tokio::test]
 async fn offers_per_boot_method() {
     let mut h = handler().await;
-    let cases: [(&str, Option<&str>, Option<u16>, Option<&str>); 6] = [
-        ("bios_pxe", Some("PXEClient:Arch:00000:UNDI:002001"), Some(0), None),
-        ("uefi_x64_pxe", Some("PXEClient:Arch:00007:UNDI:003016"), Some(7), None),
-        ("uefi_x64_http", Some("HTTPClient:Arch:00016:UNDI:003001"), Some(16), None),
-        ("uefi_arm64_pxe", Some("PXEClient:Arch:00011:UNDI:003000"), Some(11), None),
-        ("ipxe", Some("PXEClient:Arch:00000:UNDI:002001"), Some(0), Some("iPXE")),
+    let cases: [Case; 6] = [
+        (
+            "bios_pxe",
+            Some("PXEClient:Arch:00000:UNDI:002001"),
+            Some(0),
+            None,
+        ),
+        (
+            "uefi_x64_pxe",
+            Some("PXEClient:Arch:00007:UNDI:003016"),
+            Some(7),
+            None,
+        ),
+        (
+            "uefi_x64_http",
+            Some("HTTPClient:Arch:00016:UNDI:003001"),
+            Some(16),
+            None,
+        ),
+        (
+            "uefi_arm64_pxe",
+            Some("PXEClient:Arch:00011:UNDI:003000"),
+            Some(11),
+            None,
+        ),
+        (
+            "ipxe",
+            Some("PXEClient:Arch:00000:UNDI:002001"),
+            Some(0),
+            Some("iPXE"),
+        ),
         ("no_netboot", None, None, None),
     ];
     for (n, (name, vendor, arch, user)) in (1u8..).zip(cases) {

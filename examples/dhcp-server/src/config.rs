@@ -29,6 +29,7 @@ pub(crate) struct File {
     durability: DurabilityName,
     #[serde(default = "default_offer_hold")]
     offer_hold_secs: u64,
+    conflict_probe_ms: Option<u64>,
     rate_limit: Option<RateLimitSection>,
     #[serde(default, rename = "subnet")]
     subnets: Vec<SubnetSection>,
@@ -175,6 +176,10 @@ pub(crate) fn parse(text: &str) -> Result<Loaded, String> {
         .collect();
     let mut config = DhcpConfig::new(file.server_ip, subnets);
     config.offer_hold = Duration::from_secs(file.offer_hold_secs);
+    config.conflict_probe = file
+        .conflict_probe_ms
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
     if let Some(r) = &file.rate_limit {
         let d = RateLimit::default();
         config.rate_limit = (r.enabled != Some(false)).then(|| RateLimit {
