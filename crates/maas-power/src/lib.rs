@@ -8,8 +8,11 @@
 //! [`Executor`], which owns retries, verification, timeouts and
 //! concurrency so drivers do not.
 //!
-//! Built-in drivers: `manual`, `webhook`, `virsh`, `redfish` (features of
-//! the same names, all on by default).
+//! Built-in drivers: `manual`, `webhook`, `virsh`, `redfish`, `ipmi` and
+//! `ucsm` (features of the same names, all on by default). The `testkit`
+//! feature adds the `testkit` module: the conformance battery every
+//! driver, built-in or a plugin, runs against its simulated BMC (see
+//! `docs/adding-a-power-driver.md`).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -35,6 +38,8 @@ mod error;
 mod executor;
 mod registry;
 mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use descriptor::{
     Capabilities, DriverDescriptor, FieldType, ParamValue, PowerParams, Scope, SettingField,

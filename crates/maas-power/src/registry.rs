@@ -143,7 +143,8 @@ impl BoundDriver {
 }
 
 /// A registry with every built-in driver enabled by cargo features
-/// (`manual`, `webhook`, `virsh`, `redfish`; all on by default).
+/// (`manual`, `webhook`, `virsh`, `redfish`, `ipmi`, `ucsm`; all on by
+/// default).
 pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     let factories: Vec<Arc<dyn DriverFactory>> = vec![
@@ -155,6 +156,10 @@ pub fn builtin_registry() -> Registry {
         Arc::new(crate::drivers::virsh::VirshFactory::default()),
         #[cfg(feature = "redfish")]
         Arc::new(crate::drivers::redfish::RedfishFactory::default()),
+        #[cfg(feature = "ipmi")]
+        Arc::new(crate::drivers::ipmi::IpmiFactory::default()),
+        #[cfg(feature = "ucsm")]
+        Arc::new(crate::drivers::ucsm::UcsmFactory::default()),
     ];
     for f in factories {
         // Built-in names are distinct; a duplicate would be a bug caught by

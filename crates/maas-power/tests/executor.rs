@@ -473,8 +473,11 @@ fn registry_binds_builtin_drivers_and_describes_them_in_json() {
     let r = builtin_registry();
     assert_eq!(
         r.names().collect::<Vec<_>>(),
-        ["manual", "redfish", "virsh", "webhook"]
+        ["ipmi", "manual", "redfish", "ucsm", "virsh", "webhook"]
     );
+    for name in r.names() {
+        maas_power::testkit::check_descriptor(r.descriptor(name).unwrap());
+    }
     let json = r.descriptors_json();
     let redfish = json
         .as_array()
@@ -500,7 +503,7 @@ fn registry_binds_builtin_drivers_and_describes_them_in_json() {
         .unwrap();
     assert_eq!(node["scope"], "machine");
 
-    let err = r.bind("ipmi", []).unwrap_err();
+    let err = r.bind("no-such-driver", []).unwrap_err();
     assert!(matches!(err, PowerError::UnknownDriver { .. }));
     let err = r
         .bind("redfish", [("power_address", "ftp://x")])

@@ -327,3 +327,23 @@ async fn redfish_unreachable_bmc_fails_in_bounded_time() {
     );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn redfish_sushy_passes_the_battery() {
+    if !available() {
+        return;
+    }
+    let emu = start_sushy(false);
+    let addr = format!("http://127.0.0.1:{}", emu.port);
+    maas_power::testkit::run_battery(
+        &builtin_registry(),
+        "redfish",
+        &[
+            ("power_address", addr.as_str()),
+            ("power_user", USER),
+            ("power_pass", PASSWORD),
+        ],
+        &Executor::new(common::fast_config()),
+    )
+    .await;
+}

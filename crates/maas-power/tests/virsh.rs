@@ -177,3 +177,17 @@ async fn virsh_missing_program_is_fatal() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn virsh_test_driver_passes_the_battery() {
+    if !common::require_tool("virsh", "libvirt-clients") {
+        return;
+    }
+    maas_power::testkit::run_battery(
+        &builtin_registry(),
+        "virsh",
+        &[("power_address", URI), ("power_id", "test")],
+        &Executor::new(common::fast_config()),
+    )
+    .await;
+}

@@ -5,6 +5,11 @@
 //! power-cli --driver redfish --param power_address=https://10.0.0.5 \
 //!     --param power_user=admin --param power_pass=secret status
 //! power-cli --driver virsh --param power_address=test:///default --param power_id=test off
+//! power-cli --driver ipmi --param power_address=127.0.0.1 --param power_port=623 \
+//!     --param power_user=admin --param power_pass=secret --param cipher_suite_id=17 boot-pxe
+//! power-cli --driver ucsm --param power_address=https://ucsm.example \
+//!     --param power_user=admin --param power_pass=secret \
+//!     --param service_profile=org-root/ls-node1 status
 //! power-cli --describe [--driver NAME]     # the settings schema as JSON
 //! ```
 //!

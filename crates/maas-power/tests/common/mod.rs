@@ -23,6 +23,25 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     found
 }
 
+/// Whether python3 can import `module`; like [`require_tool`] otherwise.
+pub fn require_python_module(module: &str, package: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "python module {module} is not installed ({package}) and CI=true: the test cannot be skipped"
+            );
+        }
+        println!("SKIPPED: python module {module} is not installed (install {package})");
+    }
+    found
+}
+
 /// Executor limits short enough for tests.
 pub fn fast_config() -> ExecutorConfig {
     ExecutorConfig {
