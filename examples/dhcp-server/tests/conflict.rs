@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, root, sh, skip};
+use common::{dhcp_server, root, sh, skip, udhcpc};
 
 struct Lab {
     tag: String,
@@ -90,50 +89,11 @@ ranges = [["10.83.0.100", "10.83.0.110"]]
         ),
     )
     .unwrap();
-    let _server = Server(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.ns("s"),
-                env!("CARGO_BIN_EXE_dhcp-server"),
-            ])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = dhcp_server(&lab.ns("s"), &cfg, &dir.path().join("server.log"));
     std::thread::sleep(Duration::from_millis(500));
-    let hook = dir.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\n[ \"$1\" = bound ] && set > {d}/bound.env\nexit 0\n"),
-    )
-    .unwrap();
-    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
-    let got = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.ns("c"),
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "2",
-        "-s",
-        hook.to_str().unwrap(),
-    ]);
+    let got = udhcpc(&lab.ns("c"), dir.path(), 2);
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-    assert!(got.is_ok(), "no lease: {got:?}\n{log}");
-    let env = std::fs::read_to_string(dir.path().join("bound.env")).unwrap();
+    let env = got.unwrap_or_else(|e| panic!("no lease: {e}\n{log}"));
     assert!(
         env.contains("ip='10.83.0.101'"),
         "expected the next address:\n{env}"

@@ -11,10 +11,10 @@ mod common;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, leases, root, sh, skip};
+use common::{Server, dhcp_server, leases, root, sh, skip, udhcpc};
 
 const NET: &str = "10.79.0";
 
@@ -104,20 +104,11 @@ peer_timeout_ms = 1000
 
 fn start(lab: &Lab, dir: &Path, n: u8, role: &str) -> Server {
     let cfg = config(dir, n, role);
-    let log = std::fs::File::create(dir.join(format!("s{n}.log"))).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns(&format!("s{n}")),
-            env!("CARGO_BIN_EXE_dhcp-server"),
-        ])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Server(child)
+    dhcp_server(
+        &lab.ns(&format!("s{n}")),
+        &cfg,
+        &dir.join(format!("s{n}.log")),
+    )
 }
 
 /// Runs perfdhcp broadcasting from the client namespace; (sent, received)
@@ -208,37 +199,8 @@ fn killing_the_primary_under_load_leaves_the_secondary_serving_and_no_address_tw
         assert!(got * 100 >= sent * 98, "after the primary died: {after:?}");
     }
     // And a real client gets its lease from the secondary.
-    let hook = dir.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && set > {}/bound.env\nexit 0\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.ns("c"),
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        hook.to_str().unwrap(),
-    ])
-    .expect("udhcpc got no lease from the secondary");
-    let env = std::fs::read_to_string(dir.path().join("bound.env")).unwrap();
+    let env = udhcpc(&lab.ns("c"), dir.path(), 1)
+        .unwrap_or_else(|e| panic!("udhcpc got no lease from the secondary: {e}"));
     assert!(env.contains(&format!("serverid='{NET}.2'")), "{env}");
 
     // No address went to two MACs, and each server kept to its own half

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, leases, root, sh, skip};
+use common::{Server, dhcp_server, leases, root, sh, skip, udhcpc};
 
 struct Lab {
     tag: String,
@@ -149,21 +149,7 @@ domain = "relayed.maas"
         ),
     )
     .unwrap();
-    let _server = Server(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.ns("s"),
-                env!("CARGO_BIN_EXE_dhcp-server"),
-            ])
-            .arg(&cfg)
-            .env("RUST_LOG", "debug")
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = dhcp_server(&lab.ns("s"), &cfg, &dir.path().join("server.log"));
     // -a: add agent options (82) and strip them from replies; dhcrelay
     // drops a reply whose circuit id does not match one of its interfaces.
     let _relay = Server(
@@ -177,40 +163,15 @@ domain = "relayed.maas"
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(1000));
-    let hook = dir.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\n[ \"$1\" = bound ] && set > {d}/bound.env\nexit 0\n"),
-    )
-    .unwrap();
-    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
-    let got = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.ns("c"),
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        hook.to_str().unwrap(),
-    ]);
+    let got = udhcpc(&lab.ns("c"), dir.path(), 1);
     let log = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
-    assert!(
-        got.is_ok(),
-        "no lease through the relay: {got:?}\nserver:\n{}\nrelay:\n{}",
-        log("server.log"),
-        log("relay.log")
-    );
-    let env = log("bound.env");
+    let env = got.unwrap_or_else(|e| {
+        panic!(
+            "no lease through the relay: {e}\nserver:\n{}\nrelay:\n{}",
+            log("server.log"),
+            log("relay.log")
+        )
+    });
     let var = |k: &str| {
         env.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))

@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, root, sh, skip};
+use common::{dhcp_server, root, sh, skip};
 
 struct Lab {
     tag: String,
@@ -123,15 +122,7 @@ mtu = 1400
         ),
     )
     .unwrap();
-    let _server = Server(
-        Command::new("ip")
-            .args(["netns", "exec", &s, env!("CARGO_BIN_EXE_dhcp-server")])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = dhcp_server(&s, &cfg, &dir.path().join("server.log"));
     std::thread::sleep(Duration::from_millis(500));
     // The periodic advert went out at start; rdisc6 solicits a fresh one,
     // answered after at most MIN_DELAY_BETWEEN_RAS (3 s).
