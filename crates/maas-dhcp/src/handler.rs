@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{self, DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use maas_core::MacAddress;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -52,6 +52,12 @@ pub struct DhcpMetrics {
     pub conflicts: AtomicU64,
     /// ACKs not sent because the lease store failed.
     pub store_failed: AtomicU64,
+    /// Replies unicast to a client's new address after writing its
+    /// neighbour (ARP) entry.
+    pub unicast_arp: AtomicU64,
+    /// Replies broadcast because the neighbour entry could not be written
+    /// (no capability, table full) or the server has no neighbour table.
+    pub arp_fallback: AtomicU64,
     /// Leases that hold now (refreshed about once a second by the server).
     pub active_leases: AtomicU64,
     /// Addresses this server could still hand out (refreshed with `active_leases`).
@@ -78,6 +84,8 @@ impl DhcpMetrics {
             ("exhausted", f(&self.exhausted)),
             ("conflicts", f(&self.conflicts)),
             ("store_failed", f(&self.store_failed)),
+            ("unicast_arp", f(&self.unicast_arp)),
+            ("arp_fallback", f(&self.arp_fallback)),
             ("active_leases", f(&self.active_leases)),
             ("free_addresses", f(&self.free_addresses)),
         ]
@@ -101,6 +109,13 @@ pub struct Reply {
     pub bytes: Vec<u8>,
     /// Destination per RFC 2131 section 4.1.
     pub to: SocketAddrV4,
+    /// Set when `to` is the client's new address and the client holds none
+    /// yet (no relay, no `ciaddr`, no broadcast flag): its Ethernet address.
+    /// The sender must first map `to` to it in the neighbour (ARP) table, as
+    /// the client cannot answer ARP for an address it does not have, or else
+    /// send to 255.255.255.255 instead. [`crate::DhcpServer`] does one or the
+    /// other.
+    pub link_address: Option<[u8; 6]>,
     /// Message type (for tests and logs).
     pub kind: MessageType,
 }
@@ -734,15 +749,26 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
         }
     }
 
-    fn destination(m: &Message) -> SocketAddrV4 {
+    /// RFC 2131 4.1: to the relay; else to `ciaddr`; else broadcast if the
+    /// client asked for it (or its hardware address is not Ethernet); else
+    /// to `yiaddr` at the client's MAC.
+    fn destination(m: &Message, yiaddr: Ipv4Addr) -> (SocketAddrV4, Option<[u8; 6]>) {
+        let broadcast = (SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), None);
         if m.giaddr() != Ipv4Addr::UNSPECIFIED {
-            SocketAddrV4::new(m.giaddr(), 67)
+            (SocketAddrV4::new(m.giaddr(), 67), None)
         } else if m.ciaddr() != Ipv4Addr::UNSPECIFIED {
-            SocketAddrV4::new(m.ciaddr(), 68)
+            (SocketAddrV4::new(m.ciaddr(), 68), None)
+        } else if m.flags().broadcast()
+            || yiaddr == Ipv4Addr::UNSPECIFIED
+            || m.htype() != HType::Eth
+            || m.hlen() != 6
+        {
+            broadcast
         } else {
-            // A client without an address: broadcast (unicasting to yiaddr
-            // would need an ARP entry written with an ioctl).
-            SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+            match <[u8; 6]>::try_from(&m.chaddr()[..6]) {
+                Ok(mac) => (SocketAddrV4::new(yiaddr, 68), Some(mac)),
+                Err(_) => broadcast,
+            }
         }
     }
 
@@ -785,6 +811,7 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
         Reply {
             bytes: encode(&r),
             to,
+            link_address: None,
             kind: MessageType::Nak,
         }
     }
@@ -897,9 +924,11 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
                 }
             }
         }
+        let (to, link_address) = Self::destination(m, ip);
         Reply {
             bytes: encode(&r),
-            to: Self::destination(m),
+            to,
+            link_address,
             kind,
         }
     }

@@ -34,6 +34,7 @@ mod failover;
 mod handler;
 mod host;
 mod lease;
+mod neigh;
 mod pool;
 mod probe;
 mod ra;
@@ -47,6 +48,7 @@ pub use host::{BootAnswer, BootClient, HostLookup, Reservation, StaticHosts};
 pub use lease::{
     Durability, FileLeaseStore, Lease, LeaseState, LeaseStore, MemoryLeaseStore, now_secs,
 };
+pub use neigh::NeighbourTable;
 pub use ra::{RouterAdvertConfig, build_router_advert, interface_prefixes, run_router_adverts};
 pub use server::DhcpServer;
 

@@ -1,16 +1,18 @@
 //! The socket loop: receive in batches, hand to the handler, send replies.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::DhcpError;
-use crate::handler::{DhcpHandler, DhcpMetrics};
+use crate::handler::{DhcpHandler, DhcpMetrics, Reply};
 use crate::host::HostLookup;
 use crate::lease::LeaseStore;
+use crate::neigh::NeighbourTable;
 
 /// Datagrams taken off the socket per batch at most.
 const BATCH: usize = 64;
@@ -19,11 +21,14 @@ const BATCH: usize = 64;
 pub struct DhcpServer<H: HostLookup, S: LeaseStore> {
     socket: UdpSocket,
     handler: DhcpHandler<H, S>,
+    neighbours: Option<NeighbourTable>,
+    warned_arp: bool,
 }
 
 impl<H: HostLookup, S: LeaseStore> DhcpServer<H, S> {
     /// Binds `0.0.0.0:port` on `interface` (`SO_BINDTODEVICE`) with
-    /// broadcast allowed.
+    /// broadcast allowed, and opens the interface's neighbour table so
+    /// replies to clients without an address can be unicast (RFC 2131 4.1).
     pub fn bind_interface(
         interface: &str,
         port: u16,
@@ -42,12 +47,33 @@ impl<H: HostLookup, S: LeaseStore> DhcpServer<H, S> {
             .map_err(io)?;
         s.set_nonblocking(true).map_err(io)?;
         let socket = UdpSocket::from_std(s.into()).map_err(io)?;
-        Ok(DhcpServer { socket, handler })
+        let neighbours = Some(NeighbourTable::open(interface)?);
+        Ok(DhcpServer {
+            socket,
+            handler,
+            neighbours,
+            warned_arp: false,
+        })
     }
 
     /// Serves on an already-bound socket (broadcast must be enabled on it).
+    /// Without [`DhcpServer::with_neighbours`], replies that RFC 2131 would
+    /// unicast to a client without an address are broadcast instead.
     pub fn from_socket(socket: UdpSocket, handler: DhcpHandler<H, S>) -> Self {
-        DhcpServer { socket, handler }
+        DhcpServer {
+            socket,
+            handler,
+            neighbours: None,
+            warned_arp: false,
+        }
+    }
+
+    /// Writes neighbour entries in `table` (opened for the socket's
+    /// interface, in its namespace) to unicast replies to clients without
+    /// an address.
+    pub fn with_neighbours(mut self, table: NeighbourTable) -> Self {
+        self.neighbours = Some(table);
+        self
     }
 
     /// The counters.
@@ -97,14 +123,15 @@ impl<H: HostLookup, S: LeaseStore> DhcpServer<H, S> {
                 .collect();
             let replies = self.handler.handle_batch(&packets).await;
             for r in replies {
-                let sent = match self.socket.try_send_to(&r.bytes, r.to.into()) {
+                let to = self.link_destination(&r);
+                let sent = match self.socket.try_send_to(&r.bytes, to.into()) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.socket.send_to(&r.bytes, r.to).await.map(|_| ())
+                        self.socket.send_to(&r.bytes, to).await.map(|_| ())
                     }
                     other => other.map(|_| ()),
                 };
                 if let Err(e) = sent {
-                    warn!(to = %r.to, error = %e, "reply not sent");
+                    warn!(%to, error = %e, "reply not sent");
                 }
             }
             if let Some(h) = &heartbeat
@@ -113,6 +140,40 @@ impl<H: HostLookup, S: LeaseStore> DhcpServer<H, S> {
                 return Err(DhcpError::Config {
                     reason: "failover heartbeat stopped (is its listen address free?)".into(),
                 });
+            }
+        }
+    }
+}
+
+impl<H: HostLookup, S: LeaseStore> DhcpServer<H, S> {
+    /// Where `r` goes on the wire: its RFC 2131 destination once the
+    /// client's neighbour entry is written, else the broadcast address.
+    fn link_destination(&mut self, r: &Reply) -> SocketAddrV4 {
+        let Some(mac) = r.link_address else {
+            return r.to;
+        };
+        let metrics = self.handler.metrics();
+        let written = match &mut self.neighbours {
+            Some(table) => table.set(*r.to.ip(), mac),
+            None => {
+                metrics.arp_fallback.fetch_add(1, Ordering::Relaxed);
+                return SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+            }
+        };
+        match written {
+            Ok(()) => {
+                metrics.unicast_arp.fetch_add(1, Ordering::Relaxed);
+                r.to
+            }
+            Err(e) => {
+                metrics.arp_fallback.fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.warned_arp, true) {
+                    warn!(ip = %r.to.ip(), error = %e,
+                        "cannot write neighbour entries; broadcasting to clients without an address");
+                } else {
+                    debug!(ip = %r.to.ip(), error = %e, "neighbour entry not written");
+                }
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
             }
         }
     }

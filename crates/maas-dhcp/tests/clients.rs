@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use maas_core::MacAddress;
 use maas_dhcp::{
-    DhcpConfig, DhcpHandler, DhcpServer, FileLeaseStore, LeaseState, LeaseStore, Reservation,
-    StaticHosts, SubnetConfig,
+    DhcpConfig, DhcpHandler, DhcpServer, FileLeaseStore, LeaseState, LeaseStore, NeighbourTable,
+    Reservation, StaticHosts, SubnetConfig,
 };
 
 fn skip(why: &str) -> bool {
@@ -168,6 +168,19 @@ impl Lab {
         })
         .join()
         .expect("socket thread")
+    }
+
+    /// The server interface's neighbour table, opened inside its namespace.
+    fn neighbour_table(&self) -> NeighbourTable {
+        let ns = format!("/var/run/netns/{}", self.server_ns);
+        let iface = self.server_if.clone();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).expect("namespace file");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            NeighbourTable::open(&iface).expect("neighbour table")
+        })
+        .join()
+        .expect("neighbour thread")
     }
 
     fn subnet(&self) -> SubnetConfig {
@@ -469,4 +482,140 @@ async fn dhclient_gets_its_reservation_renews_and_releases() {
         stored.iter().find(|l| l.ip == reserved).map(|l| l.state),
         Some(LeaseState::Released)
     );
+}
+
+/// Captures `count` DHCP replies (UDP from port 67) on the client's side of
+/// the link with tcpdump, while `client` runs; returns tcpdump's lines
+/// (`src-mac > dst-mac, ..., src-ip.67 > dst-ip.68: ...`).
+fn capture_replies(lab: &Lab, count: usize, client: impl FnOnce()) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client_ns,
+            "tcpdump",
+            "-i",
+            &lab.client_if,
+        ])
+        .args([
+            "-n",
+            "-e",
+            "-t",
+            "-l",
+            "-c",
+            &count.to_string(),
+            "udp src port 67",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    // tcpdump says "listening on ..." once its filter is in place; its
+    // stderr is drained to the end so it never blocks on a full pipe.
+    let (ready, listening) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(dump.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    listening
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tcpdump started listening");
+    client();
+    for _ in 0..100 {
+        if dump.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = dump.kill();
+    let out = dump.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_an_address_gets_unicast_replies_through_a_neighbour_entry() {
+    if !prerequisites() {
+        return;
+    }
+    if !Path::new("/usr/bin/tcpdump").exists() {
+        assert!(skip("tcpdump is not installed"));
+        return;
+    }
+    let mac = "52:54:00:66:00:03";
+    let lab = Lab::new(3, mac).expect("lab");
+    let dir = tempfile::tempdir().unwrap();
+    let config = DhcpConfig::new(lab.server_ip(), vec![lab.subnet()]);
+    let store = FileLeaseStore::new(dir.path().join("leases.jsonl"));
+    let handler = DhcpHandler::new(config, hosts(&lab), store).await.unwrap();
+    let server = DhcpServer::from_socket(
+        tokio::net::UdpSocket::from_std(lab.server_socket()).unwrap(),
+        handler,
+    )
+    .with_neighbours(lab.neighbour_table());
+    let metrics = server.metrics();
+    tokio::spawn(server.serve());
+
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo $ip > {}/ip\nexit 0\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
+    let udhcpc = |extra: &[&str]| {
+        let mut args = vec!["ip", "netns", "exec", &lab.client_ns, "busybox", "udhcpc"];
+        args.extend_from_slice(&["-i", &lab.client_if, "-f", "-q", "-n", "-t", "5", "-T", "1"]);
+        args.extend_from_slice(&["-s", hook.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        sh(&args).expect("udhcpc got a lease");
+    };
+
+    // udhcpc sets no broadcast flag: OFFER and ACK go to the new address
+    // at the client's MAC.
+    let seen = capture_replies(&lab, 2, || udhcpc(&[]));
+    let ip = std::fs::read_to_string(dir.path().join("ip")).unwrap();
+    let ip = ip.trim();
+    let replies: Vec<&str> = seen.lines().filter(|l| l.contains(".67 > ")).collect();
+    assert_eq!(replies.len(), 2, "{seen}");
+    for r in &replies {
+        assert!(
+            r.contains(&format!("> {mac},")) && r.contains(&format!(".67 > {ip}.68:")),
+            "not unicast to {ip} at {mac}: {r}"
+        );
+    }
+    assert_eq!(metrics.unicast_arp.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.arp_fallback.load(Ordering::Relaxed), 0);
+    let neigh = sh(&[
+        "ip",
+        "-n",
+        &lab.server_ns,
+        "neigh",
+        "show",
+        ip,
+        "dev",
+        &lab.server_if,
+    ])
+    .unwrap();
+    assert!(neigh.contains(&format!("lladdr {mac}")), "{neigh}");
+
+    // With the broadcast flag (-B) the replies are broadcast.
+    let seen = capture_replies(&lab, 2, || udhcpc(&["-B"]));
+    let replies: Vec<&str> = seen.lines().filter(|l| l.contains(".67 > ")).collect();
+    assert_eq!(replies.len(), 2, "{seen}");
+    for r in &replies {
+        assert!(
+            r.contains("> ff:ff:ff:ff:ff:ff,") && r.contains(".67 > 255.255.255.255.68:"),
+            "not broadcast: {r}"
+        );
+    }
+    assert_eq!(metrics.unicast_arp.load(Ordering::Relaxed), 2);
 }

@@ -71,13 +71,15 @@ async fn lease(h: &mut DhcpHandler<StaticHosts, MemoryLeaseStore>, mac: u8) -> I
 }
 
 #[tokio::test]
-async fn replies_are_padded_broadcast_and_carry_the_lease_times() {
+async fn replies_are_padded_unicast_to_the_new_address_and_carry_the_lease_times() {
     let mut h = handler("10.0.0.100", "10.0.0.110").await;
     let r = send(&mut h, &msg(MessageType::Discover, 1, 7))
         .await
         .unwrap();
     assert!(r.bytes.len() >= 300);
-    assert_eq!(r.to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+    // No address, no relay, no broadcast flag: to yiaddr at the client's MAC.
+    assert_eq!(r.to, SocketAddrV4::new("10.0.0.100".parse().unwrap(), 68));
+    assert_eq!(r.link_address, Some([0x52, 0x54, 0, 0, 0, 1]));
     let m = parse(&r);
     assert_eq!(
         (m.opcode(), m.xid(), m.yiaddr()),
@@ -95,6 +97,21 @@ async fn replies_are_padded_broadcast_and_carry_the_lease_times() {
         m.opts().get(OptionCode::Rebinding),
         Some(&DhcpOption::Rebinding(259))
     );
+}
+
+#[tokio::test]
+async fn the_broadcast_flag_makes_replies_broadcast() {
+    let mut h = handler("10.0.0.100", "10.0.0.110").await;
+    let mut m = msg(MessageType::Discover, 1, 7);
+    m.set_flags(dhcproto::v4::Flags::default().set_broadcast());
+    let r = send(&mut h, &m).await.unwrap();
+    assert_eq!(r.to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+    assert_eq!(r.link_address, None);
+    // A hardware address that is not Ethernet cannot get a neighbour entry.
+    let mut m = msg(MessageType::Discover, 2, 8);
+    m.set_htype(dhcproto::v4::HType::IEEE802);
+    let r = send(&mut h, &m).await.unwrap();
+    assert_eq!((r.to.ip(), r.link_address), (&Ipv4Addr::BROADCAST, None));
 }
 
 #[tokio::test]
