@@ -1,11 +1,11 @@
 //! The server: one socket for requests, one task and one socket per transfer.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -71,6 +71,37 @@ pub struct TftpMetrics {
     pub bytes_sent: AtomicU64,
     /// Packets sent again after a timeout.
     pub retransmits: AtomicU64,
+    /// Read requests ignored because the same client address and port has a
+    /// transfer running (a client that resent its request when the first
+    /// answer was lost); answering would start a second transfer.
+    pub duplicate_requests: AtomicU64,
+}
+
+/// A client address with a transfer running; released on drop.
+struct Running {
+    active: Arc<Mutex<HashSet<SocketAddr>>>,
+    peer: SocketAddr,
+}
+
+impl Running {
+    fn claim(active: &Arc<Mutex<HashSet<SocketAddr>>>, peer: SocketAddr) -> Option<Self> {
+        let mut set = active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(peer).then(|| Running {
+            active: active.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.peer);
+    }
 }
 
 /// A TFTP server over a [`FileProvider`].
@@ -140,6 +171,7 @@ impl<P: FileProvider> TftpServer<P> {
         let listen = self.socket.local_addr()?;
         let slots = Arc::new(Semaphore::new(self.config.max_transfers));
         let mut transfers = JoinSet::new();
+        let active = Arc::new(Mutex::new(HashSet::new()));
         let mut buf = vec![0u8; 2048];
         tokio::pin!(shutdown);
         loop {
@@ -169,6 +201,12 @@ impl<P: FileProvider> TftpServer<P> {
                         .await;
                 }
                 Ok(Packet::Request(req)) => {
+                    let Some(running) = Running::claim(&active, peer) else {
+                        self.metrics
+                            .duplicate_requests
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     self.metrics.requests.fetch_add(1, Ordering::Relaxed);
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
@@ -193,6 +231,7 @@ impl<P: FileProvider> TftpServer<P> {
                         async move {
                             t.run(req).await;
                             drop(permit);
+                            drop(running);
                         }
                         .instrument(span),
                     );

@@ -539,6 +539,51 @@ async fn duplicate_acks_do_not_multiply_data_packets() {
 }
 
 #[tokio::test]
+async fn a_resent_request_does_not_start_a_second_transfer() {
+    let fx = serve(
+        "127.0.0.1",
+        TftpConfig {
+            timeout: Duration::from_secs(2),
+            ..TftpConfig::default()
+        },
+    )
+    .await;
+    let c = client().await;
+    // A client whose first DATA was lost sends its request again.
+    for _ in 0..2 {
+        c.send_to(&packet::request(false, "b1468", "octet", &[]), fx.addr)
+            .await
+            .unwrap();
+    }
+    let (_, from) = recv(&c).await; // DATA 1
+    let mut buf = [0u8; 2048];
+    let extra = tokio::time::timeout(Duration::from_millis(500), c.recv_from(&mut buf)).await;
+    assert!(
+        extra.is_err(),
+        "a second transfer answered the resent request"
+    );
+    eventually(&fx.metrics.duplicate_requests, 1).await;
+    assert_eq!(fx.metrics.requests.load(Ordering::Relaxed), 1);
+    // Once the transfer is over, the same address and port may ask again.
+    for block in 1..=3 {
+        c.send_to(&packet::ack(block), from).await.unwrap();
+        if block < 3 {
+            recv(&c).await;
+        }
+    }
+    eventually(&fx.metrics.completed, 1).await;
+    c.send_to(&packet::request(false, "b1468", "octet", &[]), fx.addr)
+        .await
+        .unwrap();
+    let (b, _) = recv(&c).await;
+    assert!(matches!(
+        Packet::parse(&b).unwrap(),
+        Packet::Data { block: 1, .. }
+    ));
+    assert_eq!(fx.metrics.requests.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
 async fn lost_acks_are_recovered_by_retransmission_then_given_up() {
     let fx = serve(
         "127.0.0.1",
