@@ -160,14 +160,21 @@ fn start_ipmi_sim() -> Option<Peer> {
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("state")).unwrap();
-    let log = dir.path().join("sim.log");
+    let child = spawn_ipmi_sim(dir.path(), port);
+    Some(Peer { child, port, dir })
+}
+
+/// Starts ipmi_sim from the configuration in `dir` and waits until it
+/// answers on `port`.
+fn spawn_ipmi_sim(dir: &Path, port: u16) -> Child {
+    let log = dir.join("sim.log");
     let mut child = Command::new("ipmi_sim")
         .arg("-c")
-        .arg(dir.path().join("lan.conf"))
+        .arg(dir.join("lan.conf"))
         .arg("-f")
-        .arg(dir.path().join("bmc.emu"))
+        .arg(dir.join("bmc.emu"))
         .arg("-s")
-        .arg(dir.path().join("state"))
+        .arg(dir.join("state"))
         .arg("-n")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -175,7 +182,7 @@ fn start_ipmi_sim() -> Option<Peer> {
         .spawn()
         .expect("start ipmi_sim");
     wait_for_bmc(port, &mut child, &log);
-    Some(Peer { child, port, dir })
+    child
 }
 
 /// pyghmi's BMC with the machine's state in files; with `suite17`, its
@@ -521,6 +528,39 @@ async fn pyghmi_bmc_suite_3_passes_the_battery() {
 #[tokio::test]
 async fn pyghmi_bmc_suite_17_passes_the_battery() {
     pyghmi_round_trip(17).await;
+}
+
+/// A BMC that forgets the driver's kept session (it timed the session out,
+/// or restarted, as here): the next action still succeeds in its first
+/// attempt, because the driver opens a new session when the kept one stops
+/// answering.
+#[tokio::test]
+async fn a_session_the_bmc_forgot_is_replaced_within_the_attempt() {
+    let Some(mut sim) = start_ipmi_sim() else {
+        return;
+    };
+    let port = sim.port.to_string();
+    let node = builtin_registry().bind("ipmi", sim.params(&port)).unwrap();
+    let ex = Executor::new(common::fast_config());
+    let r = ex.run(&node, PowerAction::Query).await.unwrap();
+    assert_eq!(r.attempts, 1);
+
+    // The BMC restarts: every session it knew is gone.
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    sim.child = spawn_ipmi_sim(sim.dir.path(), sim.port);
+
+    let r = ex.run(&node, PowerAction::On).await.unwrap();
+    assert_eq!(r.state, PowerState::On);
+    assert_eq!(
+        r.attempts, 1,
+        "the driver replaced its session inside the attempt: {:?}",
+        r.steps
+    );
+    assert_eq!(sim.read("power").trim(), "1");
+    // (Without the replacement the first attempt would fail on the dead
+    // session and the executor would need a second.)
+    let _ = node.driver().close().await;
 }
 
 #[tokio::test]

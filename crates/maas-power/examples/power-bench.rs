@@ -1,15 +1,16 @@
-//! Power-state queries against many IPMI BMCs at once through the
-//! executor (used by `scripts/bench-power.sh`).
+//! Power-state queries against many BMCs at once through the executor
+//! (used by `scripts/bench-power.sh`).
 //!
 //! ```text
-//! ipmi-bench --ports 16230,16231,... --queries 500 --mode fresh|kept \
-//!     [--user admin] [--password password] [--suite 3]
+//! power-bench [--driver ipmi|redfish] --ports 16230,16231,... --queries 500 \
+//!     --mode fresh|kept [--user admin] [--password password] [--suite 3]
 //! ```
 //!
-//! `fresh` binds a new driver per query (a new RMCP+ session each time,
-//! what a program running `ipmitool` per query pays); `kept` binds one
-//! driver per BMC and reuses its session. Prints one line: queries, errors,
-//! wall seconds. CPU time is measured by the caller.
+//! `fresh` binds a new driver per query (for IPMI a new RMCP+ session, for
+//! Redfish a new HTTP client and connection, what a program running a tool
+//! per query pays); `kept` binds one driver per BMC and reuses its session
+//! or connection. Redfish BMCs are `http://127.0.0.1:PORT`. Prints one line:
+//! queries, errors, wall seconds. CPU time is measured by the caller.
 
 #![allow(clippy::print_stdout)]
 
@@ -26,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut user = "admin".to_owned();
     let mut password = "password".to_owned();
     let mut suite = "3".to_owned();
+    let mut driver = "ipmi".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -36,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--user" => user = value()?,
             "--password" => password = value()?,
             "--suite" => suite = value()?,
+            "--driver" => driver = value()?,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -44,16 +47,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let registry = builtin_registry();
     let bind = |port: &str| -> Result<BoundDriver, maas_power::PowerError> {
-        registry.bind(
-            "ipmi",
-            [
-                ("power_address", "127.0.0.1"),
-                ("power_port", port),
-                ("power_user", user.as_str()),
-                ("power_pass", password.as_str()),
-                ("cipher_suite_id", suite.as_str()),
-            ],
-        )
+        match driver.as_str() {
+            "redfish" => registry.bind(
+                "redfish",
+                [
+                    ("power_address", format!("http://127.0.0.1:{port}").as_str()),
+                    ("power_user", user.as_str()),
+                    ("power_pass", password.as_str()),
+                ],
+            ),
+            _ => registry.bind(
+                "ipmi",
+                [
+                    ("power_address", "127.0.0.1"),
+                    ("power_port", port),
+                    ("power_user", user.as_str()),
+                    ("power_pass", password.as_str()),
+                    ("cipher_suite_id", suite.as_str()),
+                ],
+            ),
+        }
     };
     let kept: Vec<BoundDriver> = ports.iter().map(|p| bind(p)).collect::<Result<_, _>>()?;
     let executor = Arc::new(Executor::new(ExecutorConfig {
