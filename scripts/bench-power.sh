@@ -180,8 +180,9 @@ curl_all() {
 echo "# $BMCS sushy-emulator BMCs, $QUERIES power-state queries, concurrency $CONC"
 echo "# label wall_s user_s sys_s bmc_cpu_s [output]"
 for round in 1 2 3; do
-  run "maas-power-redfish-fresh-client" "$BENCH" --driver redfish --ports "$RF_PORT_LIST" --queries "$QUERIES" --mode fresh --user "$RF_USER" --password "$RF_PASS"
-  run "maas-power-redfish-kept-client" "$BENCH" --driver redfish --ports "$RF_PORT_LIST" --queries "$QUERIES" --mode kept --user "$RF_USER" --password "$RF_PASS"
+  for mode in cold fresh kept; do
+    run "maas-power-redfish-$mode" "$BENCH" --driver redfish --ports "$RF_PORT_LIST" --queries "$QUERIES" --mode "$mode" --user "$RF_USER" --password "$RF_PASS"
+  done
   run "redfishtool-per-query" redfishtool_all
   run "curl-per-query" curl_all
 done

@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! power-bench [--driver ipmi|redfish] --ports 16230,16231,... --queries 500 \
-//!     --mode fresh|kept [--user admin] [--password password] [--suite 3]
+//!     --mode cold|fresh|kept [--user admin] [--password password] [--suite 3]
 //! ```
 //!
-//! `fresh` binds a new driver per query (for IPMI a new RMCP+ session, for
-//! Redfish a new HTTP client and connection, what a program running a tool
-//! per query pays); `kept` binds one driver per BMC and reuses its session
-//! or connection. Redfish BMCs are `http://127.0.0.1:PORT`. Prints one line:
+//! `cold` builds a new registry and binds a new driver per query (for IPMI
+//! a new RMCP+ session, for Redfish a new HTTP client, root store and
+//! connection: what a program running a tool per query pays); `fresh`
+//! binds a new driver per query from one registry (IPMI: a new session;
+//! Redfish: the factory's pooled client, as a region binding per action
+//! gets); `kept` binds one driver per BMC and reuses its session or
+//! connection. Redfish BMCs are `http://127.0.0.1:PORT`. Prints one line:
 //! queries, errors, wall seconds. CPU time is measured by the caller.
 
 #![allow(clippy::print_stdout)]
@@ -23,7 +26,7 @@ use maas_power::{BoundDriver, Executor, ExecutorConfig, PowerAction, builtin_reg
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ports: Vec<String> = Vec::new();
     let mut queries = 500usize;
-    let mut fresh = true;
+    let mut mode = "fresh".to_owned();
     let mut user = "admin".to_owned();
     let mut password = "password".to_owned();
     let mut suite = "3".to_owned();
@@ -34,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--ports" => ports = value()?.split(',').map(str::to_owned).collect(),
             "--queries" => queries = value()?.parse()?,
-            "--mode" => fresh = value()? == "fresh",
+            "--mode" => mode = value()?,
             "--user" => user = value()?,
             "--password" => password = value()?,
             "--suite" => suite = value()?,
@@ -45,8 +48,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if ports.is_empty() {
         return Err("--ports is required".into());
     }
-    let registry = builtin_registry();
-    let bind = |port: &str| -> Result<BoundDriver, maas_power::PowerError> {
+    let shared = builtin_registry();
+    let bind = |port: &str, cold: bool| -> Result<BoundDriver, maas_power::PowerError> {
+        let own;
+        let registry = if cold {
+            own = builtin_registry();
+            &own
+        } else {
+            &shared
+        };
         match driver.as_str() {
             "redfish" => registry.bind(
                 "redfish",
@@ -68,7 +78,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
         }
     };
-    let kept: Vec<BoundDriver> = ports.iter().map(|p| bind(p)).collect::<Result<_, _>>()?;
+    if !["cold", "fresh", "kept"].contains(&mode.as_str()) {
+        return Err(format!("--mode {mode:?}: expected cold, fresh or kept").into());
+    }
+    let fresh = mode != "kept";
+    let kept: Vec<BoundDriver> = ports
+        .iter()
+        .map(|p| bind(p, false))
+        .collect::<Result<_, _>>()?;
     let executor = Arc::new(Executor::new(ExecutorConfig {
         max_concurrent: ports.len(),
         ..ExecutorConfig::default()
@@ -77,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::with_capacity(queries);
     for i in 0..queries {
         let node = if fresh {
-            bind(&ports[i % ports.len()])?
+            bind(&ports[i % ports.len()], mode == "cold")?
         } else {
             kept[i % kept.len()].clone()
         };

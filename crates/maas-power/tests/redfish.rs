@@ -347,3 +347,284 @@ async fn redfish_sushy_passes_the_battery() {
     )
     .await;
 }
+
+/// What the session front end saw.
+#[derive(Default)]
+struct SessionLog {
+    /// Tokens the front end accepts now.
+    tokens: std::collections::HashSet<String>,
+    created: u32,
+    deleted: u32,
+    /// Requests that carried an `Authorization` (Basic) header.
+    basic: u32,
+    /// Requests let through on a valid `X-Auth-Token`.
+    on_token: u32,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<SessionLog>>;
+
+/// A Redfish session service in front of sushy-emulator, which has none.
+///
+/// This is a fake, on purpose and only for the part that cannot run here:
+/// no Redfish emulator with a session service installs from this project's
+/// registries (sushy-tools has none; DMTF's emulators are not packaged).
+/// It offers `Links.Sessions` in the service root, creates sessions
+/// (`POST`, 201 with `X-Auth-Token` and `Location`), deletes them, refuses
+/// anything else without a valid token with 401, and forwards the rest to
+/// sushy with Basic credentials, so power state and resets stay real.
+async fn session_front(upstream: u16) -> (u16, Shared) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Shared::default();
+    let shared = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = shared.clone();
+            tokio::spawn(async move {
+                let Some((head, body)) = read_message(&mut sock).await else {
+                    return;
+                };
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or("").to_owned();
+                let path = words.next().unwrap_or("").to_owned();
+                let header = |name: &str| {
+                    head.lines().skip(1).find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case(name)
+                            .then(|| v.trim().to_owned())
+                    })
+                };
+                let token = header("X-Auth-Token");
+                let valid = {
+                    let mut l = log.lock().unwrap();
+                    if header("Authorization").is_some() {
+                        l.basic += 1;
+                    }
+                    token.as_ref().is_some_and(|t| l.tokens.contains(t))
+                };
+                let sessions = "/redfish/v1/SessionService/Sessions";
+                let (status, extra, body): (u16, String, Vec<u8>) =
+                    if method == "GET" && (path == "/redfish/v1/" || path == "/redfish/v1") {
+                        let (status, _, raw) = forward(upstream, &method, &path, None, &[]).await;
+                        let mut root: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+                        root["Links"]["Sessions"] = serde_json::json!({ "@odata.id": sessions });
+                        (status, String::new(), root.to_string().into_bytes())
+                    } else if method == "POST" && path == sessions {
+                        let creds: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        if creds["UserName"] == USER && creds["Password"] == PASSWORD {
+                            let mut l = log.lock().unwrap();
+                            l.created += 1;
+                            let id = l.created;
+                            let token = format!("token-{id}-{port}");
+                            l.tokens.insert(token.clone());
+                            (
+                                201,
+                                format!("X-Auth-Token: {token}\r\nLocation: {sessions}/{id}\r\n"),
+                                format!("{{\"@odata.id\": \"{sessions}/{id}\", \"Id\": \"{id}\"}}")
+                                    .into_bytes(),
+                            )
+                        } else {
+                            (401, String::new(), b"{}".to_vec())
+                        }
+                    } else if !valid {
+                        (401, String::new(), b"{}".to_vec())
+                    } else if method == "DELETE" && path.starts_with(sessions) {
+                        let mut l = log.lock().unwrap();
+                        l.tokens.remove(token.as_deref().unwrap_or_default());
+                        l.deleted += 1;
+                        (204, String::new(), Vec::new())
+                    } else {
+                        log.lock().unwrap().on_token += 1;
+                        let if_match = header("If-Match");
+                        let (status, etag, raw) =
+                            forward(upstream, &method, &path, if_match.as_deref(), &body).await;
+                        let extra = etag.map(|e| format!("ETag: {e}\r\n")).unwrap_or_default();
+                        (status, extra, raw)
+                    };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+
+    /// One HTTP message: the head as text and a `Content-Length` body.
+    async fn read_message(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = buf[end..].to_vec();
+        while body.len() < len {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some((head, body))
+    }
+
+    /// Sends one request to sushy with Basic credentials; (status, ETag, body).
+    async fn forward(
+        port: u16,
+        method: &str,
+        path: &str,
+        if_match: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<String>, Vec<u8>) {
+        let mut up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let basic = base64(format!("{USER}:{PASSWORD}").as_bytes());
+        let if_match = if_match
+            .map(|e| format!("If-Match: {e}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {basic}\r\nContent-Type: application/json\r\n{if_match}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        up.write_all(head.as_bytes()).await.unwrap();
+        up.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        up.read_to_end(&mut raw).await.unwrap();
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a reply head")
+            + 4;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "sushy answered chunked: {head}"
+        );
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(502);
+        let etag = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("etag")
+                .then(|| v.trim().to_owned())
+        });
+        (status, etag, raw[end..].to_vec())
+    }
+
+    fn base64(b: &[u8]) -> String {
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    (port, log)
+}
+
+#[tokio::test]
+async fn redfish_sessions_where_offered_renewed_after_a_401_and_deleted_on_close() {
+    if !available() {
+        return;
+    }
+    let sushy = start_sushy(false);
+    let (port, log) = session_front(sushy.port).await;
+    let addr = format!("http://127.0.0.1:{port}");
+    let registry = builtin_registry();
+    let ex = Executor::new(common::fast_config());
+    let params = |pass: &'static str| {
+        vec![
+            ("power_address", addr.clone()),
+            ("power_user", USER.to_owned()),
+            ("power_pass", pass.to_owned()),
+        ]
+    };
+    let bind = |pass: &'static str| {
+        registry
+            .bind(
+                "redfish",
+                params(pass).iter().map(|(k, v)| (*k, v.as_str())),
+            )
+            .unwrap()
+    };
+    // auth=auto (the default): the service offers sessions, so one is made
+    // and every request after it carries the token, never the password.
+    let node = bind(PASSWORD);
+    let r = ex.run(&node, PowerAction::On).await.unwrap();
+    assert_eq!(r.state, PowerState::On);
+    let r = ex.run(&node, PowerAction::Query).await.unwrap();
+    assert_eq!(r.state, PowerState::On);
+    {
+        let l = log.lock().unwrap();
+        assert_eq!((l.created, l.basic), (1, 0));
+        assert!(l.on_token >= 3, "requests went through on the token");
+    }
+
+    // The BMC forgets every session (timed out, or rebooted): the next
+    // action gets a 401, makes a new session and succeeds in one attempt.
+    log.lock().unwrap().tokens.clear();
+    let r = ex.run(&node, PowerAction::Off).await.unwrap();
+    assert_eq!((r.state, r.attempts), (PowerState::Off, 1), "{:?}", r.steps);
+    assert_eq!(log.lock().unwrap().created, 2);
+
+    // Closing the driver deletes its session.
+    node.driver().close().await.unwrap();
+    {
+        let l = log.lock().unwrap();
+        assert_eq!(l.deleted, 1);
+        assert!(l.tokens.is_empty(), "the session is gone");
+        assert_eq!(l.basic, 0);
+    }
+
+    // A wrong password: the session is refused; fatal, no retries.
+    let wrong = bind("wrong");
+    let err = ex.run(&wrong, PowerAction::Query).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecutorError::Fatal {
+                source: PowerError::Auth { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.steps().len(), 1);
+    assert_eq!(log.lock().unwrap().created, 2);
+}

@@ -93,6 +93,8 @@ pub struct RedfishFactory {
     pub poll_interval: Duration,
     /// The timeout of one HTTP request.
     pub request_timeout: Duration,
+    /// HTTP clients shared by the drivers this factory builds.
+    clients: http::ClientCache,
 }
 
 impl Default for RedfishFactory {
@@ -101,6 +103,7 @@ impl Default for RedfishFactory {
             poll_timeout: Duration::from_secs(20),
             poll_interval: Duration::from_millis(500),
             request_timeout: Duration::from_secs(20),
+            clients: http::ClientCache::default(),
         }
     }
 }
@@ -143,6 +146,25 @@ struct State {
     session: Option<Session>,
     /// Set once the auth mode has been settled (session made, or Basic).
     auth_settled: bool,
+}
+
+/// How one request authenticates.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// No credentials: the service root and session creation (the
+    /// password goes in the body there, not in a header as well).
+    Anonymous,
+    /// HTTP Basic with the configured user and password (if any).
+    Basic,
+    /// The session's `X-Auth-Token`.
+    Token(&'a Session),
+}
+
+impl<'a> Auth<'a> {
+    /// The session's token if there is one, else Basic.
+    fn of(session: Option<&'a Session>) -> Self {
+        session.map_or(Auth::Basic, Auth::Token)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +224,9 @@ impl RedfishDriver {
             pass: params.secret("power_pass").cloned(),
             node_id: params.text("node_id").map(str::to_owned),
             auth,
-            client: http::client(!params.flag("power_verify_ssl"), factory.request_timeout)?,
+            client: factory
+                .clients
+                .get(!params.flag("power_verify_ssl"), factory.request_timeout)?,
             poll_timeout: factory.poll_timeout,
             poll_interval: factory.poll_interval,
             state: Mutex::new(State::default()),
@@ -223,20 +247,22 @@ impl RedfishDriver {
         path: &str,
         body: Option<&Value>,
         etag: Option<&str>,
-        session: Option<&Session>,
+        auth: Auth<'_>,
         operation: &str,
     ) -> Result<Reply, PowerError> {
         let mut req = self
             .client
             .request(method, self.url(path)?)
             .header("Accept", "application/json");
-        if let Some(s) = session {
-            req = req.header("X-Auth-Token", s.token.expose());
-        } else if self.user.is_some() || self.pass.is_some() {
-            req = req.basic_auth(
-                self.user.as_deref().unwrap_or_default(),
-                self.pass.as_ref().map(Secret::expose),
-            );
+        match auth {
+            Auth::Token(s) => req = req.header("X-Auth-Token", s.token.expose()),
+            Auth::Basic if self.user.is_some() || self.pass.is_some() => {
+                req = req.basic_auth(
+                    self.user.as_deref().unwrap_or_default(),
+                    self.pass.as_ref().map(Secret::expose),
+                );
+            }
+            Auth::Basic | Auth::Anonymous => {}
         }
         if let Some(e) = etag {
             req = req.header("If-Match", e);
@@ -289,17 +315,27 @@ impl RedfishDriver {
             st.auth_settled = true;
             return Ok(());
         }
-        // The service root is readable without credentials (Redfish spec).
-        let root = self
+        // The service root is readable without credentials (Redfish spec);
+        // a BMC that refuses it anonymously gets Basic.
+        let root = match self
             .send(
                 Method::GET,
                 "/redfish/v1/",
                 None,
                 None,
-                None,
+                Auth::Anonymous,
                 "read the service root",
             )
-            .await?;
+            .await
+        {
+            Ok(root) => root,
+            Err(PowerError::Auth { .. }) => {
+                debug!(target = %self.target, "service root needs credentials: HTTP Basic");
+                st.auth_settled = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let link = root
             .body
             .pointer("/Links/Sessions/@odata.id")
@@ -324,7 +360,7 @@ impl RedfishDriver {
                 &path,
                 Some(&body),
                 None,
-                None,
+                Auth::Anonymous,
                 "create a session",
             )
             .await?;
@@ -366,7 +402,7 @@ impl RedfishDriver {
                 path,
                 body,
                 etag,
-                session.as_ref(),
+                Auth::of(session.as_ref()),
                 operation,
             )
             .await
@@ -379,8 +415,15 @@ impl RedfishDriver {
                     self.ensure_auth(&mut st).await?;
                     st.session.clone()
                 };
-                self.send(method, path, body, etag, session.as_ref(), operation)
-                    .await
+                self.send(
+                    method,
+                    path,
+                    body,
+                    etag,
+                    Auth::of(session.as_ref()),
+                    operation,
+                )
+                .await
             }
             other => other,
         }
@@ -770,7 +813,7 @@ impl PowerDriver for RedfishDriver {
                 loc,
                 None,
                 None,
-                Some(&s),
+                Auth::Token(&s),
                 "delete the session",
             )
             .await?;

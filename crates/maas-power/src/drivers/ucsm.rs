@@ -80,12 +80,15 @@ pub static DESCRIPTOR: DriverDescriptor = DriverDescriptor {
 pub struct UcsmFactory {
     /// The timeout of one HTTP request.
     pub request_timeout: Duration,
+    /// HTTP clients shared by the drivers this factory builds.
+    clients: http::ClientCache,
 }
 
 impl Default for UcsmFactory {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(30),
+            clients: http::ClientCache::default(),
         }
     }
 }
@@ -205,7 +208,9 @@ impl UcsmDriver {
             user: params.text("power_user").unwrap_or_default().to_owned(),
             pass: params.secret("power_pass").cloned().unwrap_or_default(),
             profile,
-            client: http::client(!params.flag("power_verify_ssl"), factory.request_timeout)?,
+            client: factory
+                .clients
+                .get(!params.flag("power_verify_ssl"), factory.request_timeout)?,
             cookie: Mutex::new(None),
         })
     }
