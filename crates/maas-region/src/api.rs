@@ -1,0 +1,842 @@
+//! `/MAAS/api/2.0/...`: routing by the resource table, `op` dispatch,
+//! authorisation, and the operations.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use maas_core::constraints::AllocationRequest;
+use maas_core::lifecycle::{Action, ActionOptions, Actor, NodeStatus};
+use maas_core::machine::{Interface, Machine, PowerParameters};
+use maas_core::repo::{MachineFilter, RepositoryError};
+use maas_core::{Architecture, Hostname, MacAddress, SystemId};
+use serde_json::{Value, json};
+
+use crate::Region;
+use crate::auth::Caller;
+use crate::describe::{self, Op, Resource};
+use crate::error::ApiError;
+use crate::params::{Params, form_pairs};
+use crate::render::{self, Ctx};
+
+const CAPABILITIES: &[&str] = &[
+    "networks-management",
+    "static-ipaddresses",
+    "ipv6-deployment-ubuntu",
+    "devices-management",
+    "storage-deployment-ubuntu",
+    "network-deployment-ubuntu",
+    "bridging-interface-ubuntu",
+    "bridging-automatic-ubuntu",
+    "authenticate-api",
+];
+
+/// `GET /MAAS/api/version/`: the text `2.0`.
+pub(crate) async fn version_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "2.0").into_response()
+}
+
+/// `/MAAS/api/1.0/...`: gone.
+pub(crate) async fn gone() -> Response {
+    ApiError::Gone("The 1.0 API is no longer available. Please use API version 2.0.".into())
+        .into_response()
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(v: Value) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// `POST /MAAS/accounts/authenticate/`: username and password to an API
+/// token (python-libmaas `login`).
+pub(crate) async fn authenticate(State(region): State<Region>, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = form_pairs(&body);
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let (username, password, consumer) = (get("username"), get("password"), get("consumer"));
+    let denied = || {
+        ApiError::Forbidden("Username and password do not match or the user is inactive.".into())
+            .into_response()
+    };
+    let user = match region.store().user_get(username).await {
+        Ok(u) if u.username != crate::NODE_USER => u,
+        _ => return denied(),
+    };
+    if !user
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| crate::auth::verify_password(password, h))
+    {
+        return denied();
+    }
+    let result = async {
+        let tokens = region.store().token_list(user.id).await?;
+        let existing = if consumer.is_empty() {
+            tokens.into_iter().next()
+        } else {
+            tokens.into_iter().find(|t| t.name == consumer)
+        };
+        match existing {
+            Some(t) => Ok(t),
+            None => {
+                let name = if consumer.is_empty() {
+                    "MAAS consumer"
+                } else {
+                    consumer
+                };
+                region.store().token_create(user.id, name).await
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(t) => json_response(
+            StatusCode::OK,
+            &json!({"consumer_key": t.consumer_key, "token_key": t.token_key,
+                    "token_secret": t.token_secret, "name": t.name}),
+        ),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Every request under `/MAAS/api/2.0/`.
+pub(crate) async fn dispatch(
+    State(region): State<Region>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let rel = path.strip_prefix("/MAAS/api/2.0/").unwrap_or("");
+    let mut resp = match route_and_run(&region, &method, rel, uri.query(), &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&describe::api_hash()) {
+        h.insert("X-MAAS-API-Hash", v);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    resp
+}
+
+async fn route_and_run(
+    region: &Region,
+    method: &Method,
+    rel: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some((resource, path_params)) = describe::route(rel) else {
+        return Err(ApiError::NotFound(format!(
+            "Unknown API endpoint: /MAAS/api/2.0/{rel}."
+        )));
+    };
+    let params = Params::parse(method, query, headers, body).await?;
+    let wanted = params.op();
+    let op = resource
+        .ops
+        .iter()
+        .find(|o| o.method == method.as_str() && o.op == wanted);
+    let Some(op) = op else {
+        if resource.ops.iter().any(|o| o.method == method.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "Unrecognised signature: method={} op={}",
+                method,
+                wanted.unwrap_or("")
+            )));
+        }
+        return Err(ApiError::MethodNotAllowed);
+    };
+    let caller = region.authenticate(headers).await?;
+    if !op.anon {
+        match &caller {
+            Caller::User(_) => {}
+            Caller::Anonymous => return Err(ApiError::Unauthenticated),
+            Caller::Node(_) => {
+                return Err(ApiError::Forbidden(
+                    "Node tokens are for the metadata service.".into(),
+                ));
+            }
+        }
+    }
+    let req = Req {
+        region,
+        caller,
+        params,
+        path: path_params,
+        headers,
+    };
+    run(resource, op, req).await
+}
+
+struct Req<'a> {
+    region: &'a Region,
+    caller: Caller,
+    params: Params,
+    path: Vec<(&'static str, String)>,
+    headers: &'a HeaderMap,
+}
+
+impl Req<'_> {
+    fn path(&self, name: &str) -> &str {
+        self.path
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    fn user(&self) -> &maas_core::account::User {
+        // `run` is only reached with a user for non-anonymous operations.
+        self.caller.user().expect("an authenticated user")
+    }
+
+    fn actor(&self) -> Actor {
+        let u = self.user();
+        Actor::user(u.username.clone(), u.is_admin)
+    }
+
+    fn admin(&self) -> Result<(), ApiError> {
+        if self.user().is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "You do not have permission to perform this action.".into(),
+            ))
+        }
+    }
+
+    fn system_id(&self) -> Result<SystemId, ApiError> {
+        SystemId::parse(self.path("system_id"))
+            .map_err(|_| ApiError::NotFound("No Machine matches the given query.".into()))
+    }
+
+    /// The machine, if the caller may see it (admins: all; users: Ready
+    /// machines and their own).
+    async fn machine(&self) -> Result<Machine, ApiError> {
+        let id = self.system_id()?;
+        let m = self
+            .region
+            .store()
+            .machine_get(&id)
+            .await
+            .map_err(|e| match e {
+                RepositoryError::NotFound { .. } => {
+                    ApiError::NotFound("No Machine matches the given query.".into())
+                }
+                other => other.into(),
+            })?;
+        let u = self.user();
+        if u.is_admin || m.status == NodeStatus::Ready || m.owner.as_deref() == Some(&u.username) {
+            Ok(m)
+        } else {
+            Err(ApiError::Forbidden(
+                "You do not have permission to view this machine.".into(),
+            ))
+        }
+    }
+}
+
+async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiError> {
+    match (resource.name, op.name) {
+        ("VersionHandler", _) => ok(json!({
+            "capabilities": CAPABILITIES,
+            "version": r.region.config().version,
+            "subversion": "",
+        })),
+        ("DescribeHandler", _) => {
+            let host = r
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost:5240");
+            let doc = describe::describe(&format!("http://{host}"));
+            Ok((
+                [(header::CONTENT_TYPE, "application/json")],
+                doc.to_string(),
+            )
+                .into_response())
+        }
+        ("MachinesHandler" | "NodesHandler", "read") => machines_read(&r, false).await,
+        ("MachinesHandler", "list_allocated") => machines_read(&r, true).await,
+        ("MachinesHandler", "create") => machines_create(&r).await,
+        ("MachinesHandler", "allocate") => machines_allocate(&r).await,
+        ("MachinesHandler", "release") => machines_release(&r).await,
+        ("MachinesHandler", "power_parameters") => {
+            r.admin()?;
+            let filter = MachineFilter {
+                system_ids: ids(&r.params.get_all("id"))?,
+                ..Default::default()
+            };
+            let all = r.region.store().machine_list(&filter).await?;
+            let map: serde_json::Map<String, Value> = all
+                .into_iter()
+                .map(|m| (m.system_id.to_string(), json!(m.power_parameters.0)))
+                .collect();
+            ok(Value::Object(map))
+        }
+        ("MachineHandler" | "NodeHandler", "read") => {
+            let m = r.machine().await?;
+            render_one(&r, &m).await
+        }
+        ("MachineHandler", name) => machine_op(&r, name).await,
+        ("ZonesHandler", "read") => {
+            let zones = r.region.store().zone_list().await?;
+            ok(Value::Array(zones.iter().map(render::zone).collect()))
+        }
+        ("ZonesHandler", "create") => {
+            r.admin()?;
+            let name = r
+                .params
+                .get("name")
+                .ok_or_else(|| ApiError::required("name"))?;
+            let z = r
+                .region
+                .store()
+                .zone_create(name, r.params.get("description").unwrap_or(""))
+                .await?;
+            ok(render::zone(&z))
+        }
+        ("ZoneHandler", "read") => {
+            let name = r.path("name");
+            let zones = r.region.store().zone_list().await?;
+            let z = zones
+                .iter()
+                .find(|z| z.name == name)
+                .ok_or_else(|| ApiError::NotFound("No Zone matches the given query.".into()))?;
+            ok(render::zone(z))
+        }
+        ("ZoneHandler", "delete") => {
+            r.admin()?;
+            r.region.store().zone_delete(r.path("name")).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        ("ResourcePoolsHandler", "read") => {
+            let pools = r.region.store().pool_list().await?;
+            ok(Value::Array(pools.iter().map(render::pool).collect()))
+        }
+        ("ResourcePoolsHandler", "create") => {
+            r.admin()?;
+            let name = r
+                .params
+                .get("name")
+                .ok_or_else(|| ApiError::required("name"))?;
+            let p = r
+                .region
+                .store()
+                .pool_create(name, r.params.get("description").unwrap_or(""))
+                .await?;
+            ok(render::pool(&p))
+        }
+        ("ResourcePoolHandler", "read") => {
+            let key = r.path("id");
+            let pools = r.region.store().pool_list().await?;
+            let p = pools
+                .iter()
+                .find(|p| p.id.0.to_string() == key || p.name == key)
+                .ok_or_else(|| {
+                    ApiError::NotFound("No ResourcePool matches the given query.".into())
+                })?;
+            ok(render::pool(p))
+        }
+        ("FabricsHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            ok(Value::Array(
+                ctx.fabrics().into_iter().map(|f| ctx.fabric(f)).collect(),
+            ))
+        }
+        ("FabricHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            let key = r.path("id");
+            let f = ctx
+                .fabrics()
+                .into_iter()
+                .find(|f| f.id.0.to_string() == key || f.name == key)
+                .ok_or_else(|| ApiError::NotFound("No Fabric matches the given query.".into()))?;
+            ok(ctx.fabric(f))
+        }
+        ("VlansHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            let fabric = int(r.path("fabric_id"), "fabric_id")?;
+            ok(Value::Array(
+                ctx.vlans_of(fabric)
+                    .into_iter()
+                    .map(|v| ctx.vlan(v))
+                    .collect(),
+            ))
+        }
+        ("VlanHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            let fabric = int(r.path("fabric_id"), "fabric_id")?;
+            let vid = int(r.path("vid"), "vid")?;
+            let v = ctx
+                .vlans_of(fabric)
+                .into_iter()
+                .find(|v| i64::from(v.vid) == vid)
+                .ok_or_else(|| ApiError::NotFound("No VLAN matches the given query.".into()))?;
+            ok(ctx.vlan(v))
+        }
+        ("SubnetsHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            ok(Value::Array(
+                ctx.subnets().into_iter().map(|s| ctx.subnet(s)).collect(),
+            ))
+        }
+        ("SubnetHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            let key = r.path("id");
+            let s = key
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| ctx.subnet_by_id(id))
+                .or_else(|| {
+                    ctx.subnets()
+                        .into_iter()
+                        .find(|s| s.name == key || s.cidr.to_string() == key)
+                })
+                .ok_or_else(|| ApiError::NotFound("No Subnet matches the given query.".into()))?;
+            ok(ctx.subnet(s))
+        }
+        ("UsersHandler", "read") => {
+            let me = r.user();
+            let users = r.region.store().user_list().await?;
+            ok(Value::Array(
+                users
+                    .iter()
+                    .filter(|u| u.username != crate::NODE_USER)
+                    .filter(|u| me.is_admin || u.id == me.id)
+                    .map(render::user)
+                    .collect(),
+            ))
+        }
+        ("UsersHandler", "whoami") => ok(render::user(r.user())),
+        ("UserHandler", "read") => {
+            let me = r.user();
+            let name = r.path("username");
+            if !me.is_admin && me.username != name {
+                return Err(ApiError::Forbidden(
+                    "You do not have permission to view this user.".into(),
+                ));
+            }
+            let u = r.region.store().user_get(name).await?;
+            ok(render::user(&u))
+        }
+        ("AccountHandler", "create_authorisation_token") => {
+            let name = r.params.get("name").unwrap_or("MAAS consumer");
+            let t = r.region.store().token_create(r.user().id, name).await?;
+            ok(
+                json!({"token_key": t.token_key, "token_secret": t.token_secret,
+                      "consumer_key": t.consumer_key, "name": t.name}),
+            )
+        }
+        ("AccountHandler", "list_authorisation_tokens") => {
+            let tokens = r.region.store().token_list(r.user().id).await?;
+            ok(Value::Array(
+                tokens
+                    .iter()
+                    .map(|t| json!({"name": t.name, "token": t.api_key()}))
+                    .collect(),
+            ))
+        }
+        (res, name) => Err(ApiError::BadRequest(format!(
+            "{res} has no operation {name}"
+        ))),
+    }
+}
+
+fn int(s: &str, field: &str) -> Result<i64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::invalid(field, format!("{s:?} is not a number.")))
+}
+
+fn ids(raw: &[String]) -> Result<Vec<SystemId>, ApiError> {
+    raw.iter()
+        .map(|s| SystemId::parse(s).map_err(|e| ApiError::invalid("id", e.to_string())))
+        .collect()
+}
+
+fn status_by_name(name: &str) -> Option<NodeStatus> {
+    (0..=30)
+        .filter_map(NodeStatus::from_code)
+        .find(|s| s.name().eq_ignore_ascii_case(name))
+}
+
+async fn render_one(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
+    let ctx = Ctx::load(r.region).await?;
+    ok(r.region.render_machine(&ctx, m))
+}
+
+impl Region {
+    pub(crate) fn render_machine(&self, ctx: &Ctx, m: &Machine) -> Value {
+        let deployed = self.deployment(&m.system_id);
+        ctx.machine(
+            m,
+            deployed
+                .as_ref()
+                .filter(|_| {
+                    matches!(
+                        m.status,
+                        NodeStatus::Deploying | NodeStatus::Deployed | NodeStatus::FailedDeployment
+                    )
+                })
+                .map(|(o, s)| (o.as_str(), s.as_str())),
+        )
+    }
+}
+
+async fn machines_read(r: &Req<'_>, allocated_only: bool) -> Result<Response, ApiError> {
+    let p = &r.params;
+    let me = r.user();
+    let mut filter = MachineFilter {
+        system_ids: ids(&[p.get_all("id"), p.get_all("system_id")].concat())?,
+        hostnames: p.get_all("hostname"),
+        zone: p.get("zone").map(str::to_owned),
+        pool: p.get("pool").map(str::to_owned),
+        tags: p.get_all("tags"),
+        owner: p.get("owner").map(str::to_owned),
+        ..Default::default()
+    };
+    for s in p.get_all("status") {
+        filter.statuses.push(
+            status_by_name(&s)
+                .ok_or_else(|| ApiError::invalid("status", format!("Invalid status {s:?}.")))?,
+        );
+    }
+    for mac in p.get_all("mac_address") {
+        filter.macs.push(
+            MacAddress::parse(&mac).map_err(|e| ApiError::invalid("mac_address", e.to_string()))?,
+        );
+    }
+    if allocated_only {
+        filter.owner = Some(me.username.clone());
+        filter.statuses = vec![NodeStatus::Allocated];
+    }
+    if !me.is_admin {
+        filter.visible_to = Some(me.username.clone());
+    }
+    let machines = r.region.store().machine_list(&filter).await?;
+    let ctx = Ctx::load(r.region).await?;
+    ok(Value::Array(
+        machines
+            .iter()
+            .map(|m| r.region.render_machine(&ctx, m))
+            .collect(),
+    ))
+}
+
+async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
+    r.admin()?;
+    let p = &r.params;
+    let arch = p
+        .get("architecture")
+        .ok_or_else(|| ApiError::required("architecture"))?;
+    let arch = match p.get("subarchitecture") {
+        Some(sub) if !arch.contains('/') => format!("{arch}/{sub}"),
+        _ => arch.to_owned(),
+    };
+    let architecture =
+        Architecture::parse(&arch).map_err(|e| ApiError::invalid("architecture", e.to_string()))?;
+    let macs = p.get_all("mac_addresses");
+    if macs.is_empty() {
+        return Err(ApiError::required("mac_addresses"));
+    }
+    let id = SystemId::random();
+    let hostname = match p.get("hostname") {
+        Some(h) => Hostname::parse(h).map_err(|e| ApiError::invalid("hostname", e.to_string()))?,
+        None => {
+            Hostname::parse(&format!("node-{id}")).map_err(|e| ApiError::Internal(e.to_string()))?
+        }
+    };
+    let mut m = Machine::new(id.clone(), hostname, architecture, chrono::Utc::now());
+    for (n, mac) in macs.iter().enumerate() {
+        let mac = MacAddress::parse(mac)
+            .map_err(|e| ApiError::invalid("mac_addresses", e.to_string()))?;
+        m.interfaces
+            .push(Interface::physical(format!("eth{n}"), mac));
+    }
+    m.boot_interface = Some("eth0".into());
+    if let Some(d) = p.get("description") {
+        m.description = d.to_owned();
+    }
+    if let Some(z) = p.get("zone") {
+        m.zone = z.to_owned();
+    }
+    if let Some(pool) = p.get("pool") {
+        m.pool = pool.to_owned();
+    }
+    m.power_type = p.get("power_type").unwrap_or("manual").to_owned();
+    m.power_parameters = power_parameters(p)?;
+    let actor = r.actor();
+    let store = r.region.store();
+    let mut m = store.machine_create(&m, &actor).await?;
+    if p.flag("commission", true)? {
+        m = store
+            .machine_perform(&id, Action::Commission, &actor, &ActionOptions::default())
+            .await?;
+    }
+    render_one(r, &m).await
+}
+
+/// `power_parameters` as a JSON object string (python-libmaas) or flattened
+/// `power_parameters_<name>` fields (terraform, the CLI).
+fn power_parameters(p: &Params) -> Result<PowerParameters, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(raw) = p.get("power_parameters") {
+        let v: Value = serde_json::from_str(raw).map_err(|e| {
+            ApiError::invalid("power_parameters", format!("not a JSON object: {e}"))
+        })?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ApiError::invalid("power_parameters", "not a JSON object"))?;
+        for (k, v) in obj {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.insert(k.clone(), s);
+        }
+    }
+    for (k, v) in p.pairs() {
+        if let Some(name) = k.strip_prefix("power_parameters_")
+            && name != "skip_check"
+        {
+            out.insert(name.to_owned(), v.to_owned());
+        }
+    }
+    Ok(PowerParameters(out))
+}
+
+/// Parameters of `op=allocate` that are options, not constraints.
+const ALLOCATE_IGNORED: &[&str] = &[
+    "comment",
+    "bridge_all",
+    "bridge_type",
+    "bridge_stp",
+    "bridge_fd",
+    "agent_name",
+];
+
+async fn machines_allocate(r: &Req<'_>) -> Result<Response, ApiError> {
+    let pairs = r
+        .params
+        .pairs()
+        .filter(|(k, v)| !ALLOCATE_IGNORED.contains(k) && !v.is_empty());
+    let req = AllocationRequest::from_params(pairs)
+        .map_err(|e| ApiError::invalid(&e.field.clone(), e.to_string()))?;
+    let allocation = r.region.store().machine_allocate(&req, &r.actor()).await?;
+    let m = allocation.machine;
+    if !allocation.dry_run {
+        r.region.rotate_node_token(&m.system_id).await?;
+    }
+    let ctx = Ctx::load(r.region).await?;
+    let mut v = r.region.render_machine(&ctx, &m);
+    v["constraints_by_type"] = json!({});
+    ok(v)
+}
+
+async fn machines_release(r: &Req<'_>) -> Result<Response, ApiError> {
+    let wanted = ids(&r.params.get_all("machines"))?;
+    if wanted.is_empty() {
+        return Err(ApiError::required("machines"));
+    }
+    let mut released = Vec::new();
+    for id in wanted {
+        let m = r
+            .region
+            .store()
+            .machine_get(&id)
+            .await
+            .map_err(|e| match e {
+                RepositoryError::NotFound { .. } => {
+                    ApiError::BadRequest(format!("Unknown machine(s): {id}."))
+                }
+                other => other.into(),
+            })?;
+        if m.status == NodeStatus::Ready {
+            continue;
+        }
+        r.region.release(&m, &r.actor(), false).await?;
+        released.push(id.to_string());
+    }
+    ok(json!(released))
+}
+
+impl Region {
+    /// Starts a release; a machine whose power cannot be switched off by a
+    /// BMC (manual, or none) completes it at once, as MAAS does.
+    async fn release(&self, m: &Machine, actor: &Actor, erase: bool) -> Result<Machine, ApiError> {
+        let id = &m.system_id;
+        let store = self.store();
+        let mut m = store
+            .machine_perform(
+                id,
+                Action::Release,
+                actor,
+                &ActionOptions {
+                    erase,
+                    comment: None,
+                },
+            )
+            .await?;
+        self.rotate_node_token(id).await?;
+        self.forget_deployment(id);
+        if m.status == NodeStatus::Releasing && matches!(m.power_type.as_str(), "" | "manual") {
+            m = store
+                .machine_set_status(
+                    id,
+                    NodeStatus::Ready,
+                    "released (manual power: nothing to switch off)",
+                )
+                .await?;
+        }
+        Ok(m)
+    }
+}
+
+async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
+    let store = r.region.store();
+    let actor = r.actor();
+    let opts = ActionOptions {
+        erase: r.params.flag("erase", false)?,
+        comment: r.params.get("comment").map(str::to_owned),
+    };
+    let m = r.machine().await?;
+    let id = m.system_id.clone();
+    let perform = |action| store.machine_perform(&id, action, &actor, &opts);
+    let m = match name {
+        "deploy" => {
+            let mut m = m;
+            if m.status == NodeStatus::Ready {
+                m = perform(Action::Acquire).await?;
+                r.region.rotate_node_token(&id).await?;
+            } else if m.owner.as_deref() != Some(&r.user().username) && !r.user().is_admin {
+                return Err(ApiError::Conflict(format!(
+                    "Machine {id} is allocated to another user."
+                )));
+            }
+            let user_data = match r.params.get("user_data") {
+                Some(b64) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .map_err(|e| ApiError::invalid("user_data", format!("not base64: {e}")))?,
+                ),
+                None => None,
+            };
+            let series = r
+                .params
+                .get("distro_series")
+                .unwrap_or(&r.region.config().default_distro_series);
+            let (osystem, series) = match series.split_once('/') {
+                Some((o, s)) => (o.to_owned(), s.to_owned()),
+                None => (r.region.config().default_osystem.clone(), series.to_owned()),
+            };
+            let _ = m;
+            let m = perform(Action::Deploy).await?;
+            r.region
+                .remember_deployment(&id, osystem, series, user_data);
+            m
+        }
+        "release" => {
+            if m.status == NodeStatus::Ready || m.status == NodeStatus::Releasing {
+                m
+            } else {
+                r.region.release(&m, &actor, opts.erase).await?
+            }
+        }
+        "commission" => {
+            r.admin()?;
+            perform(Action::Commission).await?
+        }
+        "abort" => perform(Action::Abort).await?,
+        "mark_broken" => {
+            let mut opts = opts.clone();
+            if opts.comment.is_none() {
+                opts.comment = r.params.get("error_description").map(str::to_owned);
+            }
+            store
+                .machine_perform(&id, Action::MarkBroken, &actor, &opts)
+                .await?
+        }
+        "mark_fixed" => {
+            r.admin()?;
+            perform(Action::MarkFixed).await?
+        }
+        "lock" => perform(Action::Lock).await?,
+        "unlock" => perform(Action::Unlock).await?,
+        "power_on" => {
+            if m.owner.is_none() {
+                return Err(ApiError::Conflict(
+                    "Can't start node: it hasn't been allocated.".into(),
+                ));
+            }
+            perform(Action::On).await?
+        }
+        "power_off" => perform(Action::Off).await?,
+        "query_power_state" => return ok(json!({"state": m.power_state.as_str()})),
+        "get_token" => {
+            r.admin()?;
+            let t = r.region.node_token(&id).await?;
+            return ok(
+                json!({"token_key": t.token_key, "token_secret": t.token_secret,
+                             "consumer_key": t.consumer_key}),
+            );
+        }
+        "power_parameters" => {
+            r.admin()?;
+            return ok(json!(m.power_parameters.0));
+        }
+        "update" => {
+            r.admin()?;
+            let mut m = m;
+            let p = &r.params;
+            if let Some(h) = p.get("hostname") {
+                m.hostname =
+                    Hostname::parse(h).map_err(|e| ApiError::invalid("hostname", e.to_string()))?;
+            }
+            if let Some(d) = p.get("description") {
+                m.description = d.to_owned();
+            }
+            if let Some(z) = p.get("zone") {
+                m.zone = z.to_owned();
+            }
+            if let Some(pool) = p.get("pool") {
+                m.pool = pool.to_owned();
+            }
+            if let Some(t) = p.get("power_type") {
+                m.power_type = t.to_owned();
+            }
+            let pp = power_parameters(p)?;
+            if !pp.0.is_empty() {
+                m.power_parameters = pp;
+            }
+            store.machine_update(&m).await?
+        }
+        "delete" => {
+            r.admin()?;
+            store.machine_delete(&id, &actor).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "MachineHandler has no operation {other}"
+            )));
+        }
+    };
+    render_one(r, &m).await
+}

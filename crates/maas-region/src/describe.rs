@@ -1,0 +1,393 @@
+//! The table of API resources and their operations. The dispatcher routes
+//! with it and `describe/` is generated from it, so the description never
+//! names an operation that is not served.
+
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+
+/// One operation: `(method, op)`; `op` None is the CRUD verb.
+pub(crate) struct Op {
+    pub(crate) name: &'static str,
+    pub(crate) method: &'static str,
+    pub(crate) op: Option<&'static str>,
+    /// Callable without credentials.
+    pub(crate) anon: bool,
+    pub(crate) doc: &'static str,
+}
+
+/// A resource: a URI template relative to `/MAAS/api/2.0/` and its operations.
+pub(crate) struct Resource {
+    /// Handler class name (python-libmaas binds its classes by it).
+    pub(crate) name: &'static str,
+    pub(crate) doc: &'static str,
+    /// e.g. `machines/{system_id}/`.
+    pub(crate) path: &'static str,
+    pub(crate) ops: &'static [Op],
+}
+
+const fn crud(name: &'static str, method: &'static str, doc: &'static str) -> Op {
+    Op {
+        name,
+        method,
+        op: None,
+        anon: false,
+        doc,
+    }
+}
+
+const fn op(name: &'static str, method: &'static str, doc: &'static str) -> Op {
+    Op {
+        name,
+        method,
+        op: Some(name),
+        anon: false,
+        doc,
+    }
+}
+
+const fn anon(mut o: Op) -> Op {
+    o.anon = true;
+    o
+}
+
+/// Every resource served.
+pub(crate) static RESOURCES: &[Resource] = &[
+    Resource {
+        name: "VersionHandler",
+        doc: "Information about this MAAS: version and capabilities.",
+        path: "version/",
+        ops: &[anon(crud("read", "GET", "Version and capabilities."))],
+    },
+    Resource {
+        name: "DescribeHandler",
+        doc: "The description of this API.",
+        path: "describe/",
+        ops: &[anon(crud("read", "GET", "This document."))],
+    },
+    Resource {
+        name: "MachinesHandler",
+        doc: "Manage the collection of all the machines in the MAAS.",
+        path: "machines/",
+        ops: &[
+            crud(
+                "read",
+                "GET",
+                "List machines visible to the user, optionally filtered.",
+            ),
+            crud("create", "POST", "Create a new machine (admin)."),
+            op(
+                "allocate",
+                "POST",
+                "Allocate an available machine matching constraints.",
+            ),
+            op("release", "POST", "Release machines in bulk."),
+            op(
+                "list_allocated",
+                "GET",
+                "List the machines allocated to the user.",
+            ),
+            op(
+                "power_parameters",
+                "GET",
+                "Power parameters of machines (admin).",
+            ),
+        ],
+    },
+    Resource {
+        name: "MachineHandler",
+        doc: "Manage an individual machine.",
+        path: "machines/{system_id}/",
+        ops: &[
+            crud("read", "GET", "Read a machine."),
+            crud("update", "PUT", "Update a machine (admin)."),
+            crud("delete", "DELETE", "Delete a machine (admin)."),
+            op(
+                "deploy",
+                "POST",
+                "Deploy an operating system to the machine.",
+            ),
+            op("release", "POST", "Release the machine."),
+            op("commission", "POST", "Begin commissioning (admin)."),
+            op("abort", "POST", "Abort the machine's current operation."),
+            op("power_on", "POST", "Turn on the machine."),
+            op("power_off", "POST", "Turn off the machine."),
+            op("query_power_state", "GET", "The machine's power state."),
+            op("mark_broken", "POST", "Mark the machine broken."),
+            op("mark_fixed", "POST", "Mark a broken machine fixed (admin)."),
+            op("lock", "POST", "Lock the machine against changes."),
+            op("unlock", "POST", "Unlock the machine."),
+            op("get_token", "GET", "The machine's node token (admin)."),
+            op(
+                "power_parameters",
+                "GET",
+                "The machine's power parameters (admin).",
+            ),
+        ],
+    },
+    Resource {
+        name: "NodesHandler",
+        doc: "Manage the collection of all nodes.",
+        path: "nodes/",
+        ops: &[crud("read", "GET", "List nodes visible to the user.")],
+    },
+    Resource {
+        name: "NodeHandler",
+        doc: "Manage an individual node.",
+        path: "nodes/{system_id}/",
+        ops: &[crud("read", "GET", "Read a node.")],
+    },
+    Resource {
+        name: "ZonesHandler",
+        doc: "Manage availability zones.",
+        path: "zones/",
+        ops: &[
+            crud("read", "GET", "List zones."),
+            crud("create", "POST", "Create a zone (admin)."),
+        ],
+    },
+    Resource {
+        name: "ZoneHandler",
+        doc: "Manage an availability zone.",
+        path: "zones/{name}/",
+        ops: &[
+            crud("read", "GET", "Read a zone."),
+            crud("delete", "DELETE", "Delete a zone (admin)."),
+        ],
+    },
+    Resource {
+        name: "ResourcePoolsHandler",
+        doc: "Manage resource pools.",
+        path: "resourcepools/",
+        ops: &[
+            crud("read", "GET", "List resource pools."),
+            crud("create", "POST", "Create a resource pool (admin)."),
+        ],
+    },
+    Resource {
+        name: "ResourcePoolHandler",
+        doc: "Manage a resource pool.",
+        path: "resourcepool/{id}/",
+        ops: &[crud("read", "GET", "Read a resource pool.")],
+    },
+    Resource {
+        name: "FabricsHandler",
+        doc: "Manage fabrics.",
+        path: "fabrics/",
+        ops: &[crud("read", "GET", "List fabrics.")],
+    },
+    Resource {
+        name: "FabricHandler",
+        doc: "Manage a fabric.",
+        path: "fabrics/{id}/",
+        ops: &[crud("read", "GET", "Read a fabric.")],
+    },
+    Resource {
+        name: "VlansHandler",
+        doc: "Manage the VLANs of a fabric.",
+        path: "fabrics/{fabric_id}/vlans/",
+        ops: &[crud("read", "GET", "List the fabric's VLANs.")],
+    },
+    Resource {
+        name: "VlanHandler",
+        doc: "Manage a VLAN of a fabric.",
+        path: "fabrics/{fabric_id}/vlans/{vid}/",
+        ops: &[crud("read", "GET", "Read a VLAN.")],
+    },
+    Resource {
+        name: "SubnetsHandler",
+        doc: "Manage subnets.",
+        path: "subnets/",
+        ops: &[crud("read", "GET", "List subnets.")],
+    },
+    Resource {
+        name: "SubnetHandler",
+        doc: "Manage a subnet.",
+        path: "subnets/{id}/",
+        ops: &[crud("read", "GET", "Read a subnet.")],
+    },
+    Resource {
+        name: "UsersHandler",
+        doc: "Manage the user accounts of this MAAS.",
+        path: "users/",
+        ops: &[
+            crud("read", "GET", "List users."),
+            op("whoami", "GET", "The user making the request."),
+        ],
+    },
+    Resource {
+        name: "UserHandler",
+        doc: "Manage a user account.",
+        path: "users/{username}/",
+        ops: &[crud("read", "GET", "Read a user.")],
+    },
+    Resource {
+        name: "AccountHandler",
+        doc: "Manage the current logged-in user.",
+        path: "account/",
+        ops: &[
+            op("create_authorisation_token", "POST", "Create an API token."),
+            op(
+                "list_authorisation_tokens",
+                "GET",
+                "List the user's API tokens.",
+            ),
+        ],
+    },
+];
+
+/// The resource whose template matches `path` (relative to the API root),
+/// with the template's parameters.
+pub(crate) fn route(path: &str) -> Option<(&'static Resource, Vec<(&'static str, String)>)> {
+    let segs: Vec<&str> = path.split('/').collect();
+    'res: for r in RESOURCES {
+        let tpl: Vec<&str> = r.path.split('/').collect();
+        if tpl.len() != segs.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        for (t, s) in tpl.iter().zip(&segs) {
+            if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                if s.is_empty() {
+                    continue 'res;
+                }
+                let value = percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                params.push((name, value));
+            } else if t != s {
+                continue 'res;
+            }
+        }
+        return Some((r, params));
+    }
+    None
+}
+
+fn handler_json(r: &Resource, base: &str) -> Value {
+    let params: Vec<&str> = r
+        .path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect();
+    let mut actions: Vec<Value> = r
+        .ops
+        .iter()
+        .map(|o| {
+            json!({
+                "name": o.name,
+                "method": o.method,
+                "op": o.op,
+                "restful": o.op.is_none(),
+                "doc": o.doc,
+            })
+        })
+        .collect();
+    actions.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({
+        "name": r.name,
+        "doc": r.doc,
+        "params": params,
+        "path": format!("/MAAS/api/2.0/{}", r.path),
+        "uri": format!("{base}/MAAS/api/2.0/{}", r.path),
+        "actions": actions,
+    })
+}
+
+/// The `describe/` document, URIs built on `base` (`http://host:port`).
+pub(crate) fn describe(base: &str) -> Value {
+    let mut resources: Vec<&Resource> = RESOURCES.iter().collect();
+    resources.sort_by_key(|r| r.name);
+    let anon_only = |r: &Resource| r.ops.iter().all(|o| o.anon);
+    let res: Vec<Value> = resources
+        .iter()
+        .map(|r| {
+            let h = handler_json(r, base);
+            if anon_only(r) {
+                json!({ "name": r.name, "anon": h, "auth": null })
+            } else {
+                json!({ "name": r.name, "anon": null, "auth": h })
+            }
+        })
+        .collect();
+    let handlers: Vec<Value> = res
+        .iter()
+        .filter_map(|r| r.get("anon").filter(|v| !v.is_null()).cloned())
+        .chain(
+            res.iter()
+                .filter_map(|r| r.get("auth").filter(|v| !v.is_null()).cloned()),
+        )
+        .collect();
+    json!({
+        "doc": "MAAS API",
+        "hash": api_hash(),
+        "resources": res,
+        "handlers": handlers,
+    })
+}
+
+/// A stable hash of the resource table (sent as `X-MAAS-API-Hash`).
+pub(crate) fn api_hash() -> String {
+    let mut h = Sha1::new();
+    for r in RESOURCES {
+        h.update(r.name.as_bytes());
+        h.update(r.path.as_bytes());
+        for o in r.ops {
+            h.update(o.method.as_bytes());
+            h.update(o.op.unwrap_or("").as_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_route_and_keep_their_parameters() {
+        let (r, p) = route("machines/abc123/").unwrap();
+        assert_eq!(r.name, "MachineHandler");
+        assert_eq!(p, [("system_id", "abc123".to_owned())]);
+        assert_eq!(route("machines/").unwrap().0.name, "MachinesHandler");
+        let (r, p) = route("fabrics/1/vlans/0/").unwrap();
+        assert_eq!(r.name, "VlanHandler");
+        assert_eq!(p.len(), 2);
+        assert!(route("machines").is_none(), "no trailing slash: 404");
+        assert!(route("machines//").is_none());
+        assert!(route("nope/").is_none());
+    }
+
+    #[test]
+    fn describe_lists_sorted_resources_with_absolute_uris() {
+        let d = describe("http://10.0.0.2:5240");
+        let names: Vec<&str> = d["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let machine = d["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "MachineHandler")
+            .unwrap();
+        assert_eq!(machine["auth"]["params"], json!(["system_id"]));
+        assert_eq!(
+            machine["auth"]["uri"],
+            "http://10.0.0.2:5240/MAAS/api/2.0/machines/{system_id}/"
+        );
+        let read = machine["auth"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "read")
+            .unwrap();
+        assert_eq!(read["restful"], true);
+        assert_eq!(read["op"], Value::Null);
+        assert_eq!(d["hash"].as_str().unwrap().len(), 40);
+    }
+}

@@ -1,0 +1,167 @@
+//! # maas-region
+//!
+//! The region controller as a library: an axum [`Router`] that speaks the
+//! MAAS REST API 2.0 and the metadata API the way existing clients
+//! (python-libmaas, the maas CLI, gomaasapi, Terraform, cloud-init) expect
+//! them (`shared/spec/maas-api-2.0.md`), over any storage that implements the
+//! `maas-core` repository traits.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn maas_region::RegionStore>) -> Result<(), Box<dyn std::error::Error>> {
+//! use maas_region::{Region, RegionConfig};
+//!
+//! let region = Region::new(store, RegionConfig::default()).await?;
+//! let app = maas_region::router(region); // mount it in your own axum app
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5240").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What is served: OAuth 1.0a PLAINTEXT authentication with a nonce cache
+//! and timestamp window, username/password login (`/MAAS/accounts/authenticate/`),
+//! `describe/` built from the same table the dispatcher uses (so it never
+//! lists an operation that is not there), `version/`, machines (list with
+//! filters, create, read, allocate with constraints, deploy, release, abort,
+//! commission, power, lock, tokens), zones, resource pools, fabrics, VLANs,
+//! subnets, users, and the metadata endpoints a machine uses with its node
+//! token (meta-data, user-data, `op=signal`).
+
+#![recursion_limit = "1024"]
+
+mod api;
+mod auth;
+mod describe;
+mod error;
+mod metadata;
+mod params;
+mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use maas_core::account::User;
+use maas_core::repo::{
+    EventRepository, MachineRepository, NetworkRepository, OrgRepository, RepositoryError,
+    UserRepository,
+};
+
+pub use auth::{hash_password, verify_password};
+pub use error::ApiError;
+
+/// Everything the region needs from storage: the `maas-core` repository
+/// traits (implemented by `maas-store` for SQLite and PostgreSQL).
+pub trait RegionStore:
+    MachineRepository + UserRepository + OrgRepository + NetworkRepository + EventRepository
+{
+}
+
+impl<T> RegionStore for T where
+    T: MachineRepository + UserRepository + OrgRepository + NetworkRepository + EventRepository
+{
+}
+
+/// Settings of a region.
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    /// The version string `version/` reports.
+    pub version: String,
+    /// The OS deployed when a deploy names none.
+    pub default_osystem: String,
+    /// The series deployed when a deploy names none.
+    pub default_distro_series: String,
+    /// How old an OAuth timestamp may be, in seconds (MAAS: 300).
+    pub timestamp_window_secs: i64,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        RegionConfig {
+            version: format!("{} (maas-rs)", env!("CARGO_PKG_VERSION")),
+            default_osystem: "ubuntu".into(),
+            default_distro_series: "noble".into(),
+            timestamp_window_secs: 300,
+        }
+    }
+}
+
+/// Why a region could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegionError {
+    /// The store failed.
+    #[error("the region's store failed")]
+    Store(#[from] RepositoryError),
+}
+
+/// The username of the inactive system user that owns node tokens, as in
+/// MAAS.
+pub const NODE_USER: &str = "maas-init-node";
+
+/// A region: its store, settings and the in-memory state of one process
+/// (the OAuth nonce cache). Cheap to clone.
+#[derive(Clone)]
+pub struct Region {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn RegionStore>,
+    config: RegionConfig,
+    nonces: auth::NonceCache,
+    node_user: User,
+    deployments: metadata::Deployments,
+}
+
+impl Region {
+    /// A region over `store` (already migrated). Creates the node-token
+    /// system user if it is missing.
+    pub async fn new(
+        store: Arc<dyn RegionStore>,
+        config: RegionConfig,
+    ) -> Result<Self, RegionError> {
+        let node_user = match store.user_get(NODE_USER).await {
+            Ok(u) => u,
+            Err(RepositoryError::NotFound { .. }) => {
+                match store.user_create(NODE_USER, "", false, None).await {
+                    Ok(u) => u,
+                    // Another region made it first.
+                    Err(RepositoryError::AlreadyExists { .. }) => store.user_get(NODE_USER).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Region {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                nonces: auth::NonceCache::default(),
+                node_user,
+                deployments: Default::default(),
+            }),
+        })
+    }
+
+    pub(crate) fn store(&self) -> &dyn RegionStore {
+        self.inner.store.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &RegionConfig {
+        &self.inner.config
+    }
+}
+
+/// The region's HTTP API: `/MAAS/api/2.0/...`, `/MAAS/api/version/`,
+/// `/MAAS/accounts/authenticate/` and `/MAAS/metadata/...`.
+pub fn router(region: Region) -> Router {
+    Router::new()
+        .route("/MAAS/api/version/", get(api::version_text))
+        .route("/MAAS/api/1.0/{*rest}", any(api::gone))
+        .route("/MAAS/api/2.0/", any(api::dispatch))
+        .route("/MAAS/api/2.0/{*rest}", any(api::dispatch))
+        .route("/MAAS/accounts/authenticate/", post(api::authenticate))
+        .route("/MAAS/metadata/", any(metadata::dispatch))
+        .route("/MAAS/metadata/{*rest}", any(metadata::dispatch))
+        .with_state(region)
+}

@@ -1,0 +1,244 @@
+//! `/MAAS/metadata/...`: what a machine reads and reports with its node
+//! token (section 9 of the spec): meta-data, user-data (fetching it ends a
+//! deployment), and `op=signal` (ends commissioning, testing, erasing).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use maas_core::SystemId;
+use maas_core::lifecycle::NodeStatus;
+
+use crate::Region;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::params::Params;
+
+/// What a deployment was asked for, kept while it lasts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Deployment {
+    osystem: String,
+    series: String,
+    user_data: Option<Vec<u8>>,
+}
+
+/// Deployments in progress or done, per machine. Kept in memory: a region
+/// restart forgets the OS name and user data of machines deployed before
+/// it (the lifecycle state itself is in the store).
+#[derive(Default)]
+pub(crate) struct Deployments(std::sync::Mutex<HashMap<SystemId, Deployment>>);
+
+impl Region {
+    fn deployments(&self) -> std::sync::MutexGuard<'_, HashMap<SystemId, Deployment>> {
+        self.inner
+            .deployments
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn remember_deployment(
+        &self,
+        id: &SystemId,
+        osystem: String,
+        series: String,
+        user_data: Option<Vec<u8>>,
+    ) {
+        self.deployments().insert(
+            id.clone(),
+            Deployment {
+                osystem,
+                series,
+                user_data,
+            },
+        );
+    }
+
+    pub(crate) fn forget_deployment(&self, id: &SystemId) {
+        self.deployments().remove(id);
+    }
+
+    /// `(osystem, distro_series)` of the machine's deployment.
+    pub(crate) fn deployment(&self, id: &SystemId) -> Option<(String, String)> {
+        self.deployments()
+            .get(id)
+            .map(|d| (d.osystem.clone(), d.series.clone()))
+    }
+}
+
+fn text(body: impl Into<String>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// Every request under `/MAAS/metadata/`.
+pub(crate) async fn dispatch(
+    State(region): State<Region>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&region, &method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(
+    region: &Region,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // cloud-init adds redundant slashes.
+    let rel = uri
+        .path()
+        .strip_prefix("/MAAS/metadata")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let caller = region.authenticate(headers).await?;
+    let node = match &caller {
+        Caller::Node(id) => Some(id.clone()),
+        _ => None,
+    };
+    if let Some(id) = rel.strip_prefix("status/") {
+        // The cloud-init/curtin reporting webhook: authenticated, JSON.
+        let Some(node) = node else {
+            return Err(ApiError::Unauthenticated);
+        };
+        if node.as_str() != id {
+            return Err(ApiError::Forbidden(
+                "Not authenticated as this node.".into(),
+            ));
+        }
+        tracing::debug!(system_id = %node, bytes = body.len(), "status report");
+        return Ok(text("OK"));
+    }
+    if rel.is_empty() {
+        return match node {
+            Some(_) => Ok(text("2012-03-01\nlatest")),
+            None => Err(ApiError::Unauthenticated),
+        };
+    }
+    let (ver, rest) = rel.split_once('/').unwrap_or((rel, ""));
+    if ver != "latest" && ver != "2012-03-01" {
+        return Err(ApiError::NotFound("Unknown metadata version".into()));
+    }
+    match (method, rest.trim_end_matches('/')) {
+        (&Method::GET, "") => Ok(text(match node {
+            Some(_) => "maas-commissioning-scripts\nmeta-data\nuser-data",
+            None => "meta-data\nuser-data",
+        })),
+        (&Method::POST, "") => {
+            let params = Params::parse(method, uri.query(), headers, body).await?;
+            let Some(node) = node else {
+                return Err(ApiError::Unauthenticated);
+            };
+            match params.op() {
+                Some("signal") => signal(region, &node, &params).await,
+                Some("netboot_off" | "netboot_on") => Ok(text("OK")),
+                other => Err(ApiError::BadRequest(format!(
+                    "Unrecognised signature: method=POST op={}",
+                    other.unwrap_or("")
+                ))),
+            }
+        }
+        (&Method::GET, "meta-data") => Ok(text(match node {
+            Some(_) => "instance-id\nlocal-hostname\nvendor-data",
+            None => "instance-id\nlocal-hostname",
+        })),
+        (&Method::GET, item) if item.starts_with("meta-data/") => {
+            let item = &item["meta-data/".len()..];
+            let Some(node) = node else {
+                return match item {
+                    "instance-id" => Ok(text("i-maas-enlistment")),
+                    "local-hostname" => Ok(text("maas-enlisting-node")),
+                    "public-keys" => Ok(text("")),
+                    _ => Err(ApiError::NotFound("Unknown metadata attribute".into())),
+                };
+            };
+            let m = region.store().machine_get(&node).await?;
+            match item {
+                "instance-id" => Ok(text(m.system_id.to_string())),
+                "local-hostname" => Ok(text(m.fqdn())),
+                "public-keys" => Ok(text("")),
+                "vendor-data" => Ok((
+                    [(header::CONTENT_TYPE, "application/x-yaml; charset=utf-8")],
+                    "cloud-init: \"#cloud-config\\n{}\\n\"\n",
+                )
+                    .into_response()),
+                _ => Err(ApiError::NotFound("Unknown metadata attribute".into())),
+            }
+        }
+        (&Method::GET, "user-data") => {
+            let Some(node) = node else {
+                return Ok(text("#cloud-config\n{}\n"));
+            };
+            let m = region.store().machine_get(&node).await?;
+            if m.status == NodeStatus::Deploying {
+                // The deployed OS's first boot: the deployment is done.
+                region
+                    .store()
+                    .machine_set_status(
+                        &node,
+                        NodeStatus::Deployed,
+                        "user data fetched at first boot",
+                    )
+                    .await?;
+            }
+            let data = region
+                .deployments()
+                .get(&node)
+                .and_then(|d| d.user_data.clone());
+            match data {
+                Some(d) => {
+                    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], d).into_response())
+                }
+                None => Err(ApiError::NotFound(
+                    "No user data available for this node.".into(),
+                )),
+            }
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "Unknown metadata path: {}",
+            uri.path()
+        ))),
+    }
+}
+
+/// `op=signal`: the ephemeral environment reports how its work went.
+async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Response, ApiError> {
+    let status = params
+        .get("status")
+        .ok_or_else(|| ApiError::required("status"))?;
+    let m = region.store().machine_get(node).await?;
+    let next = match (m.status, status) {
+        (_, "WORKING") => None,
+        (NodeStatus::Commissioning | NodeStatus::Testing, "OK") => Some(NodeStatus::Ready),
+        (NodeStatus::Commissioning, "FAILED") => Some(NodeStatus::FailedCommissioning),
+        (NodeStatus::Testing, "FAILED") => Some(NodeStatus::FailedTesting),
+        (NodeStatus::DiskErasing, "OK") => Some(NodeStatus::Ready),
+        (NodeStatus::DiskErasing, "FAILED") => Some(NodeStatus::FailedDiskErasing),
+        (NodeStatus::Deploying, "FAILED") => Some(NodeStatus::FailedDeployment),
+        (NodeStatus::Deploying, "OK") => None, // installed; Deployed at first boot
+        (_, "OK" | "FAILED") => None,
+        (_, other) => {
+            return Err(ApiError::invalid(
+                "status",
+                format!("{other:?} is not one of OK, FAILED, WORKING."),
+            ));
+        }
+    };
+    if let Some(to) = next {
+        let why = params.get("error").unwrap_or(status);
+        region.store().machine_set_status(node, to, why).await?;
+    }
+    Ok((StatusCode::OK, text("OK")).into_response())
+}
