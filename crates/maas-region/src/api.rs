@@ -361,6 +361,25 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 ctx.fabrics().into_iter().map(|f| ctx.fabric(f)).collect(),
             ))
         }
+        ("FabricsHandler", "create") => {
+            r.admin()?;
+            let name = r
+                .params
+                .get("name")
+                .ok_or_else(|| ApiError::required("name"))?;
+            r.region
+                .store()
+                .fabric_create(name, r.params.get("class_type"))
+                .await?;
+            let ctx = Ctx::load(r.region).await?;
+            let f = ctx
+                .fabrics()
+                .into_iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| ApiError::Internal("the new fabric is missing".into()))?;
+            ok(ctx.fabric(f))
+        }
+        ("SubnetsHandler", "create") => subnets_create(&r).await,
         ("FabricHandler", "read") => {
             let ctx = Ctx::load(r.region).await?;
             let key = r.path("id");
@@ -458,6 +477,73 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
             "{res} has no operation {name}"
         ))),
     }
+}
+
+async fn subnets_create(r: &Req<'_>) -> Result<Response, ApiError> {
+    r.admin()?;
+    let p = &r.params;
+    let cidr: ipnet::IpNet = p
+        .get("cidr")
+        .ok_or_else(|| ApiError::required("cidr"))?
+        .parse()
+        .map_err(|e| ApiError::invalid("cidr", format!("{e}")))?;
+    let ctx = Ctx::load(r.region).await?;
+    // The VLAN: by id, else the untagged VLAN of the named fabric, else of
+    // the first fabric (made if there is none), as MAAS does.
+    let vlan = if let Some(v) = p.get("vlan") {
+        maas_core::VlanId(int(v, "vlan")?)
+    } else {
+        let fabric = match p.get("fabric") {
+            Some(f) => ctx
+                .fabrics()
+                .into_iter()
+                .find(|x| x.id.0.to_string() == f || x.name == f)
+                .map(|x| x.id)
+                .ok_or_else(|| ApiError::invalid("fabric", format!("No fabric {f:?}.")))?,
+            None => match ctx.fabrics().first() {
+                Some(f) => f.id,
+                None => r.region.store().fabric_create("fabric-0", None).await?.0.id,
+            },
+        };
+        r.region
+            .store()
+            .vlan_list(Some(fabric))
+            .await?
+            .into_iter()
+            .find(|v| v.vid == 0)
+            .map(|v| v.id)
+            .ok_or_else(|| ApiError::invalid("fabric", "the fabric has no untagged VLAN"))?
+    };
+    let ip = |field: &str, v: &str| {
+        v.parse::<std::net::IpAddr>()
+            .map_err(|e| ApiError::invalid(field, format!("{v:?}: {e}")))
+    };
+    let subnet = maas_core::network::Subnet {
+        id: maas_core::SubnetId(0),
+        name: p
+            .get("name")
+            .map_or_else(|| cidr.to_string(), str::to_owned),
+        cidr,
+        vlan,
+        gateway_ip: p
+            .get("gateway_ip")
+            .map(|g| ip("gateway_ip", g))
+            .transpose()?,
+        dns_servers: p
+            .get_all("dns_servers")
+            .iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .map(|d| ip("dns_servers", &d))
+            .collect::<Result<_, _>>()?,
+        managed: p.flag("managed", true)?,
+        allow_dns: p.flag("allow_dns", true)?,
+        allow_proxy: p.flag("allow_proxy", true)?,
+        active_discovery: p.flag("active_discovery", false)?,
+        description: p.get("description").unwrap_or("").to_owned(),
+    };
+    let s = r.region.store().subnet_create(&subnet).await?;
+    let ctx = Ctx::load(r.region).await?;
+    ok(ctx.subnet(&s))
 }
 
 fn int(s: &str, field: &str) -> Result<i64, ApiError> {

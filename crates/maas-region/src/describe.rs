@@ -173,7 +173,14 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "FabricsHandler",
         doc: "Manage fabrics.",
         path: "fabrics/",
-        ops: &[crud("read", "GET", "List fabrics.")],
+        ops: &[
+            crud("read", "GET", "List fabrics."),
+            crud(
+                "create",
+                "POST",
+                "Create a fabric with its untagged VLAN (admin).",
+            ),
+        ],
     },
     Resource {
         name: "FabricHandler",
@@ -197,7 +204,10 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "SubnetsHandler",
         doc: "Manage subnets.",
         path: "subnets/",
-        ops: &[crud("read", "GET", "List subnets.")],
+        ops: &[
+            crud("read", "GET", "List subnets."),
+            crud("create", "POST", "Create a subnet (admin)."),
+        ],
     },
     Resource {
         name: "SubnetHandler",

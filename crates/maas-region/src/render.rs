@@ -104,7 +104,7 @@ impl Ctx {
         json!({
             "id": s.id.0,
             "name": s.name,
-            "description": "",
+            "description": s.description,
             "vlan": self.vlans.get(&s.vlan.0).map(|v| self.vlan(v)),
             "space": "undefined",
             "cidr": s.cidr.to_string(),
