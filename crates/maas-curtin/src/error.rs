@@ -101,6 +101,20 @@ pub enum CurtinError {
         boot_disk: String,
     },
 
+    /// A VLAN or alias asks for a larger MTU than its parent carries: the
+    /// kernel refuses it when the network comes up.
+    #[error("interface {interface}: MTU {mtu} is larger than its parent {parent}'s {parent_mtu}")]
+    MtuAboveParent {
+        /// The child interface.
+        interface: String,
+        /// Its MTU.
+        mtu: u32,
+        /// The parent.
+        parent: String,
+        /// The parent's MTU.
+        parent_mtu: u32,
+    },
+
     // ---- network ----
     /// A bond has no member interfaces.
     #[error("bond {bond} has no member interfaces")]

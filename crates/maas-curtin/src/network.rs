@@ -529,6 +529,26 @@ impl ResolvedNetwork {
                 ),
                 None => vlan.map(|v| v.mtu),
             };
+            if matches!(iface.kind, InterfaceKind::Vlan | InterfaceKind::Alias)
+                && let Some(mtu) = r.mtu
+            {
+                for p in &iface.parents {
+                    let parent_mtu = resolved
+                        .iter()
+                        .find(|x: &&Resolved| x.iface.name == *p)
+                        .and_then(|x| x.mtu);
+                    if let Some(parent_mtu) = parent_mtu
+                        && mtu > parent_mtu
+                    {
+                        return Err(CurtinError::MtuAboveParent {
+                            interface: iface.name.clone(),
+                            mtu,
+                            parent: p.clone(),
+                            parent_mtu,
+                        });
+                    }
+                }
+            }
             for link in &iface.links {
                 let subnet = match link.subnet {
                     None => None,

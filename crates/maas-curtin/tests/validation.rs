@@ -257,6 +257,26 @@ fn a_bond_without_members_is_refused() {
 }
 
 #[test]
+fn a_vlan_with_a_larger_mtu_than_its_parent_is_refused() {
+    let mut m = machine(FirmwareKind::Uefi);
+    with_network(&mut m, Shape::BondVlanBridge);
+    let mut net = inputs();
+    for v in net.vlans.iter_mut().filter(|v| v.vid == 100) {
+        v.mtu = 9000;
+    }
+    let err = check(&m, &net, &request(flat())).unwrap_err();
+    assert!(
+        matches!(&err, CurtinError::MtuAboveParent { interface, mtu: 9000, parent, parent_mtu: 1500 }
+            if interface == "bond0.100" && parent == "bond0"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "interface bond0.100: MTU 9000 is larger than its parent bond0's 1500"
+    );
+}
+
+#[test]
 fn bad_bond_and_bridge_parameters_name_the_key() {
     let mut m = machine(FirmwareKind::Uefi);
     with_network(&mut m, Shape::BondVlanBridge);

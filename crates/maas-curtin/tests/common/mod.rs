@@ -96,7 +96,7 @@ pub fn inputs() -> NetworkInputs {
             ),
             subnet(STORAGE_SUBNET, "192.168.100.0/24", TAGGED, None, &[]),
         ],
-        vlans: vec![vlan(UNTAGGED, 0, 1500), vlan(TAGGED, 100, 9000)],
+        vlans: vec![vlan(UNTAGGED, 0, 1500), vlan(TAGGED, 100, 1500)],
         ranges: vec![IpRange {
             id: IpRangeId(1),
             subnet: PXE_SUBNET,
