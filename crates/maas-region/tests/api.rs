@@ -1,0 +1,604 @@
+//! The region over a real socket (axum on 127.0.0.1, an in-memory SQLite
+//! store), spoken to with raw HTTP/1.1: every denial with its status, the
+//! error shapes clients rely on, and random bodies and headers that must
+//! never produce a 500.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use maas_core::account::ApiToken;
+use maas_core::lifecycle::{Action, ActionOptions, Actor, NodeStatus};
+use maas_core::machine::{Interface, Machine};
+use maas_core::repo::{MachineRepository, UserRepository};
+use maas_core::{Architecture, Hostname, MacAddress, SystemId};
+use maas_region::{Region, RegionConfig, hash_password};
+use maas_store::SqlStore;
+
+struct Lab {
+    addr: SocketAddr,
+    admin: ApiToken,
+    bob: ApiToken,
+    carol: ApiToken,
+    store: Arc<SqlStore>,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// A region with users admin, bob and carol, and two machines: `ready`
+/// (Ready) and `bobs` (allocated to bob).
+fn lab() -> (Lab, SystemId, SystemId) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (lab, ready, bobs) = rt.block_on(async {
+        let store = Arc::new(SqlStore::open_sqlite_memory().await.unwrap());
+        store.migrate().await.unwrap();
+        let mut tokens = Vec::new();
+        for (name, admin) in [("admin", true), ("bob", false), ("carol", false)] {
+            let u = store
+                .user_create(name, "", admin, Some(&hash_password(&format!("{name}-pw"))))
+                .await
+                .unwrap();
+            tokens.push(store.token_create(u.id, "test").await.unwrap());
+        }
+        let admin = Actor::user("admin", true);
+        let mut ids = Vec::new();
+        for n in 0..2u8 {
+            let id = SystemId::random();
+            let mut m = Machine::new(
+                id.clone(),
+                Hostname::parse(&format!("node-{n}")).unwrap(),
+                Architecture::amd64(),
+                chrono::Utc::now(),
+            );
+            m.interfaces
+                .push(Interface::physical("eth0", MacAddress([2, 0, 0, 0, 0, n])));
+            m.power_type = "manual".into();
+            store.machine_create(&m, &admin).await.unwrap();
+            store
+                .machine_perform(&id, Action::Commission, &admin, &ActionOptions::default())
+                .await
+                .unwrap();
+            store
+                .machine_set_status(&id, NodeStatus::Ready, "commissioned")
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        store
+            .machine_perform(
+                &ids[1],
+                Action::Acquire,
+                &Actor::user("bob", false),
+                &ActionOptions::default(),
+            )
+            .await
+            .unwrap();
+        let region = Region::new(store.clone(), RegionConfig::default())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, maas_region::router(region))
+                .await
+                .unwrap();
+        });
+        let carol = tokens.pop().unwrap();
+        let bob = tokens.pop().unwrap();
+        let admin = tokens.pop().unwrap();
+        (
+            (addr, admin, bob, carol, store),
+            ids[0].clone(),
+            ids[1].clone(),
+        )
+    });
+    let (addr, admin, bob, carol, store) = lab;
+    (
+        Lab {
+            addr,
+            admin,
+            bob,
+            carol,
+            store,
+            _rt: rt,
+        },
+        ready,
+        bobs,
+    )
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+fn oauth(t: &ApiToken) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "OAuth realm=\"OAuth\", oauth_nonce=\"n{}\", oauth_timestamp=\"{}\", oauth_version=\"1.0\", oauth_signature_method=\"PLAINTEXT\", oauth_consumer_key=\"{}\", oauth_token=\"{}\", oauth_signature=\"%26{}\"",
+        NONCE.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp(),
+        t.consumer_key,
+        t.token_key,
+        t.token_secret
+    )
+}
+
+/// One request on its own connection.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Resp {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+fn get(lab: &Lab, who: Option<&ApiToken>, path: &str) -> Resp {
+    let auth = who.map(oauth);
+    let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    request(lab.addr, "GET", path, &h, b"")
+}
+
+fn post(lab: &Lab, who: Option<&ApiToken>, path: &str, form: &str) -> Resp {
+    let auth = who.map(oauth);
+    let mut h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    h.push(("Content-Type", "application/x-www-form-urlencoded"));
+    request(lab.addr, "POST", path, &h, form.as_bytes())
+}
+
+const API: &str = "/MAAS/api/2.0";
+
+#[test]
+fn authentication_failures_are_401_with_a_date_and_never_anonymous() {
+    let (lab, _, _) = lab();
+    let r = get(&lab, None, &format!("{API}/machines/"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.header("Date").is_some(),
+        "clients correct clock skew from Date: {}",
+        r.head
+    );
+
+    let mut forged = lab.bob.clone();
+    forged.token_secret = "wrong".into();
+    let r = get(&lab, Some(&forged), &format!("{API}/machines/"));
+    assert_eq!(r.status, 401);
+    assert!(r.body.starts_with("Authorization Error"), "{}", r.body);
+    assert_eq!(r.header("WWW-Authenticate"), Some("OAuth realm=\"OAuth\""));
+
+    let mut unknown = lab.bob.clone();
+    unknown.token_key = "nosuchtoken".into();
+    let r = get(&lab, Some(&unknown), &format!("{API}/machines/"));
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Invalid access token"), "{}", r.body);
+
+    // A replayed nonce, and a timestamp past the window.
+    let header = oauth(&lab.bob);
+    let path = format!("{API}/users/?op=whoami");
+    assert_eq!(
+        request(lab.addr, "GET", &path, &[("Authorization", &header)], b"").status,
+        200
+    );
+    let r = request(lab.addr, "GET", &path, &[("Authorization", &header)], b"");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "Authorization Error: Nonce already used.")
+    );
+    let old = header.replace(
+        &format!("oauth_timestamp=\"{}\"", chrono::Utc::now().timestamp()),
+        "oauth_timestamp=\"1000\"",
+    );
+    let old = old.replace("oauth_nonce=\"n", "oauth_nonce=\"old");
+    let r = request(lab.addr, "GET", &path, &[("Authorization", &old)], b"");
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // Anonymous endpoints stay open, with or without credentials.
+    assert_eq!(get(&lab, None, &format!("{API}/version/")).status, 200);
+    assert_eq!(
+        get(&lab, Some(&lab.bob), &format!("{API}/version/")).status,
+        200
+    );
+    let d = get(&lab, None, &format!("{API}/describe/"));
+    assert_eq!(d.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        d.header("X-MAAS-API-Hash").map(str::len),
+        Some(40),
+        "{}",
+        d.head
+    );
+}
+
+#[test]
+fn users_see_ready_machines_and_their_own_and_act_only_on_their_own() {
+    let (lab, ready, bobs) = lab();
+    let names = |r: &Resp| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["system_id"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let mut both = vec![ready.to_string(), bobs.to_string()];
+    both.sort();
+    assert_eq!(
+        names(&get(&lab, Some(&lab.admin), &format!("{API}/machines/"))),
+        both
+    );
+    assert_eq!(
+        names(&get(&lab, Some(&lab.bob), &format!("{API}/machines/"))),
+        both
+    );
+    assert_eq!(
+        names(&get(&lab, Some(&lab.carol), &format!("{API}/machines/"))),
+        [ready.to_string()]
+    );
+    // carol cannot read, deploy, release or power bob's machine.
+    let item = format!("{API}/machines/{bobs}/");
+    assert_eq!(get(&lab, Some(&lab.carol), &item).status, 403);
+    for op in [
+        "deploy",
+        "release",
+        "power_on",
+        "power_off",
+        "abort",
+        "lock",
+        "mark_broken",
+    ] {
+        let r = post(&lab, Some(&lab.carol), &format!("{item}?op={op}"), "");
+        assert_eq!(r.status, 403, "carol {op} on bob's machine: {}", r.body);
+    }
+    // Admin-only operations, refused to bob even on his own machine.
+    for (method, path) in [
+        ("POST", format!("{item}?op=commission")),
+        ("POST", format!("{item}?op=mark_fixed")),
+        ("GET", format!("{item}?op=get_token")),
+        ("GET", format!("{item}?op=power_parameters")),
+        ("GET", format!("{API}/machines/?op=power_parameters")),
+        ("DELETE", item.clone()),
+        ("PUT", item.clone()),
+        ("POST", format!("{API}/machines/")),
+        ("POST", format!("{API}/zones/")),
+        ("POST", format!("{API}/fabrics/")),
+        ("POST", format!("{API}/subnets/")),
+        ("POST", format!("{API}/resourcepools/")),
+        ("GET", format!("{API}/users/carol/")),
+    ] {
+        let r = if method == "GET" {
+            get(&lab, Some(&lab.bob), &path)
+        } else {
+            let auth = oauth(&lab.bob);
+            request(lab.addr, method, &path, &[("Authorization", &auth)], b"")
+        };
+        assert_eq!(
+            r.status, 403,
+            "bob {method} {path}: {} {}",
+            r.status, r.body
+        );
+    }
+    // A user lists only himself.
+    let r = get(&lab, Some(&lab.bob), &format!("{API}/users/"));
+    let users: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["username"], "bob");
+    // ...and bob may act on his own machine.
+    let r = post(&lab, Some(&lab.bob), &format!("{item}?op=release"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (m["status_name"].as_str(), m["owner"].as_str()),
+        (Some("Ready"), None)
+    );
+    // A node token is for the metadata service, not the API.
+    let node = lab._rt.block_on(async {
+        let admin = lab.store.user_get("maas-init-node").await.unwrap();
+        lab.store
+            .token_create(admin.id, &format!("node:{ready}"))
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        get(&lab, Some(&node), &format!("{API}/machines/")).status,
+        403
+    );
+}
+
+#[test]
+fn errors_name_what_was_wrong() {
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    let r = get(&lab, admin, &format!("{API}/machines/?op=frobnicate"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "Unrecognised signature: method=GET op=frobnicate")
+    );
+    let r = get(&lab, admin, &format!("{API}/nothing-here/"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, "Unknown API endpoint: /MAAS/api/2.0/nothing-here/.");
+    assert_eq!(
+        get(&lab, admin, &format!("{API}/machines")).status,
+        404,
+        "no trailing slash"
+    );
+    let auth = oauth(&lab.admin);
+    let r = request(
+        lab.addr,
+        "PUT",
+        &format!("{API}/machines/"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(get(&lab, None, "/MAAS/api/1.0/machines/").status, 410);
+
+    // Allocation: an unknown constraint is a 400 naming it; no match is a 409.
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/?op=allocate"),
+        "flavour=large",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("flavour"), "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/?op=allocate"),
+        "cpu_count=banana",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("cpu_count"), "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/?op=allocate"),
+        "mem=99999999",
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("No available machine matches constraints"),
+        "{}",
+        r.body
+    );
+
+    // An action the status does not allow: 409 naming action and status.
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/{ready}/?op=mark_fixed"),
+        "",
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.to_lowercase().contains("ready"), "{}", r.body);
+    // Bad values name the field.
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/"),
+        "architecture=amd64/generic",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("mac_addresses"), "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/"),
+        "architecture=amd64/generic&mac_addresses=not-a-mac",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("mac_addresses"), "{}", r.body);
+    let r = post(&lab, admin, &format!("{API}/subnets/"), "cidr=10.0.0.0/33");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("cidr"), "{}", r.body);
+}
+
+#[test]
+fn login_with_username_and_password() {
+    let (lab, _, _) = lab();
+    let ok = request(
+        lab.addr,
+        "POST",
+        "/MAAS/accounts/authenticate/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"username=bob&password=bob-pw&consumer=bob%40laptop",
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let t: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(t["name"], "bob@laptop");
+    // The same consumer gets the same token back.
+    let again = request(
+        lab.addr,
+        "POST",
+        "/MAAS/accounts/authenticate/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"username=bob&password=bob-pw&consumer=bob%40laptop",
+    );
+    let t2: serde_json::Value = serde_json::from_str(&again.body).unwrap();
+    assert_eq!(t["token_key"], t2["token_key"]);
+    for body in [
+        &b"username=bob&password=wrong"[..],
+        b"username=nobody&password=x",
+        b"username=maas-init-node&password=",
+        b"",
+    ] {
+        let r = request(
+            lab.addr,
+            "POST",
+            "/MAAS/accounts/authenticate/",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body,
+        );
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(body));
+    }
+    let r = request(lab.addr, "GET", "/MAAS/accounts/authenticate/", &[], b"");
+    assert_eq!(r.status, 405);
+}
+
+mod random_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PATHS: &[&str] = &[
+        "machines/",
+        "machines/SID/",
+        "nodes/",
+        "zones/",
+        "zones/default/",
+        "resourcepools/",
+        "resourcepool/0/",
+        "fabrics/",
+        "fabrics/1/vlans/",
+        "fabrics/1/vlans/0/",
+        "subnets/",
+        "subnets/1/",
+        "users/",
+        "users/bob/",
+        "account/",
+        "describe/",
+        "version/",
+    ];
+    const OPS: &[&str] = &[
+        "",
+        "allocate",
+        "deploy",
+        "release",
+        "commission",
+        "abort",
+        "power_on",
+        "power_off",
+        "query_power_state",
+        "lock",
+        "unlock",
+        "mark_broken",
+        "mark_fixed",
+        "get_token",
+        "power_parameters",
+        "whoami",
+        "create_authorisation_token",
+        "list_authorisation_tokens",
+        "list_allocated",
+    ];
+    const KEYS: &[&str] = &[
+        "hostname",
+        "architecture",
+        "mac_addresses",
+        "cpu_count",
+        "mem",
+        "tags",
+        "zone",
+        "pool",
+        "storage",
+        "interfaces",
+        "user_data",
+        "distro_series",
+        "erase",
+        "comment",
+        "name",
+        "cidr",
+        "gateway_ip",
+        "dns_servers",
+        "fabric",
+        "vlan",
+        "status",
+        "id",
+        "power_parameters",
+        "power_type",
+        "system_id",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        #[test]
+        fn no_500_and_no_panic(
+            path in 0..PATHS.len(),
+            op in 0..OPS.len(),
+            method in 0..4usize,
+            fields in proptest::collection::vec((0..KEYS.len(), ".{0,12}"), 0..5),
+            multipart in any::<bool>(),
+            junk_body in proptest::collection::vec(any::<u8>(), 0..64),
+            use_junk in any::<bool>(),
+            auth in 0..4usize,
+        ) {
+            let (lab, ready, _) = LAB.get_or_init(lab_for_props);
+            let path = format!("{API}/{}", PATHS[path].replace("SID", &ready.to_string()));
+            let path = if OPS[op].is_empty() { path } else { format!("{path}?op={}", OPS[op]) };
+            let method = ["GET", "POST", "PUT", "DELETE"][method];
+            let header = match auth {
+                0 => None,
+                1 => Some(oauth(&lab.admin)),
+                2 => Some(oauth(&lab.bob)),
+                _ => Some("OAuth oauth_token=\"x\", oauth_timestamp=\"nan\", oauth_consumer_key, oauth_signature=\"%zz\", oauth_nonce=\"\", oauth_signature_method=\"PLAINTEXT\"".to_owned()),
+            };
+            let (ct, body): (String, Vec<u8>) = if use_junk {
+                ("multipart/form-data; boundary=\"x\"".into(), junk_body)
+            } else if multipart {
+                let mut b = String::new();
+                for (k, v) in &fields {
+                    b.push_str(&format!("--BND\r\nContent-Disposition: form-data; name=\"{}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", KEYS[*k], v));
+                }
+                b.push_str("--BND--\r\n");
+                ("multipart/form-data; boundary=\"BND\"".into(), b.into_bytes())
+            } else {
+                let b: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", KEYS[*k], v.replace('&', "%26"))).collect();
+                ("application/x-www-form-urlencoded".into(), b.join("&").into_bytes())
+            };
+            let mut headers = vec![("Content-Type", ct.as_str())];
+            if let Some(h) = &header {
+                headers.push(("Authorization", h.as_str()));
+            }
+            let r = request(lab.addr, method, &path, &headers, &body);
+            prop_assert!(r.status >= 200 && r.status < 500, "{method} {path}: {} {}", r.status, r.body);
+        }
+    }
+
+    static LAB: std::sync::OnceLock<(Lab, SystemId, SystemId)> = std::sync::OnceLock::new();
+
+    fn lab_for_props() -> (Lab, SystemId, SystemId) {
+        lab()
+    }
+}
