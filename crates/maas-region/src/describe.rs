@@ -231,6 +231,16 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ops: &[crud("read", "GET", "Read a user.")],
     },
     Resource {
+        name: "EventsHandler",
+        doc: "Retrieve filtered node events.",
+        path: "events/",
+        ops: &[op(
+            "query",
+            "GET",
+            "List node events, newest first, optionally filtered.",
+        )],
+    },
+    Resource {
         name: "AccountHandler",
         doc: "Manage the current logged-in user.",
         path: "account/",

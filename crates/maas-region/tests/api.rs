@@ -332,6 +332,28 @@ fn users_see_ready_machines_and_their_own_and_act_only_on_their_own() {
         (m["status_name"].as_str(), m["owner"].as_str()),
         (Some("Ready"), None)
     );
+    // Events: bob sees his machine's history (created, commissioned,
+    // allocated, released...); a bad level is a 400 naming it.
+    let ev = get(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/events/?op=query&id={bobs}"),
+    );
+    assert_eq!(ev.status, 200, "{}", ev.body);
+    let ev: serde_json::Value = serde_json::from_str(&ev.body).unwrap();
+    let events = ev["events"].as_array().unwrap();
+    assert!(events.len() >= 3, "{ev}");
+    assert_eq!(ev["count"].as_u64(), Some(events.len() as u64));
+    assert!(events.iter().all(|e| e["node"] == bobs.to_string()), "{ev}");
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let r = get(
+        &lab,
+        Some(&lab.carol),
+        &format!("{API}/events/?op=query&level=LOUD"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("level"), "{}", r.body);
     // A node token is for the metadata service, not the API.
     let node = lab._rt.block_on(async {
         let admin = lab.store.user_get("maas-init-node").await.unwrap();
