@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::describe::{self, Op, Resource};
 use crate::error::ApiError;
 use crate::params::{Params, form_pairs};
+use crate::rack::PowerRequest;
 use crate::render::{self, Ctx};
 
 const CAPABILITIES: &[&str] = &[
@@ -759,6 +760,7 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
         m = store
             .machine_perform(&id, Action::Commission, &actor, &ActionOptions::default())
             .await?;
+        m = power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?;
     }
     render_one(r, &m).await
 }
@@ -866,16 +868,45 @@ impl Region {
             .await?;
         self.rotate_node_token(id).await?;
         self.forget_deployment(id);
-        if m.status == NodeStatus::Releasing && matches!(m.power_type.as_str(), "" | "manual") {
-            m = store
-                .machine_set_status(
-                    id,
-                    NodeStatus::Ready,
-                    "released (manual power: nothing to switch off)",
-                )
-                .await?;
+        if m.status != NodeStatus::Releasing {
+            return Ok(m);
+        }
+        match self.power(&m, PowerRequest::Off).await {
+            Ok(state) => {
+                let why = match state {
+                    None => "released (manual power: nothing to switch off)",
+                    Some(_) => "released and powered off",
+                };
+                m = store.machine_set_status(id, NodeStatus::Ready, why).await?;
+            }
+            Err(e) => {
+                store
+                    .machine_set_status(id, NodeStatus::FailedReleasing, &e.to_string())
+                    .await?;
+                return Err(e);
+            }
         }
         Ok(m)
+    }
+}
+
+/// Powers the machine through its rack; on failure the machine moves to
+/// `failed` (with the error as the reason) and the caller gets a 503.
+async fn power_or_fail(
+    r: &Req<'_>,
+    m: &Machine,
+    request: PowerRequest,
+    failed: NodeStatus,
+) -> Result<Machine, ApiError> {
+    let store = r.region.store();
+    match r.region.power(m, request).await {
+        Ok(_) => Ok(store.machine_get(&m.system_id).await?),
+        Err(e) => {
+            store
+                .machine_set_status(&m.system_id, failed, &e.to_string())
+                .await?;
+            Err(e)
+        }
     }
 }
 
@@ -920,7 +951,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             let m = perform(Action::Deploy).await?;
             r.region
                 .remember_deployment(&id, osystem, series, user_data);
-            m
+            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedDeployment).await?
         }
         "release" => {
             if m.status == NodeStatus::Ready || m.status == NodeStatus::Releasing {
@@ -931,9 +962,16 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
         }
         "commission" => {
             r.admin()?;
-            perform(Action::Commission).await?
+            let m = perform(Action::Commission).await?;
+            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?
         }
-        "abort" => perform(Action::Abort).await?,
+        "abort" => {
+            let m = perform(Action::Abort).await?;
+            if let Err(e) = r.region.power(&m, PowerRequest::Off).await {
+                tracing::warn!(system_id = %id, error = %e, "power off after abort failed");
+            }
+            store.machine_get(&id).await?
+        }
         "mark_broken" => {
             let mut opts = opts.clone();
             if opts.comment.is_none() {
@@ -955,10 +993,23 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                     "Can't start node: it hasn't been allocated.".into(),
                 ));
             }
-            perform(Action::On).await?
+            let m = perform(Action::On).await?;
+            r.region.power(&m, PowerRequest::On).await?;
+            store.machine_get(&id).await?
         }
-        "power_off" => perform(Action::Off).await?,
-        "query_power_state" => return ok(json!({"state": m.power_state.as_str()})),
+        "power_off" => {
+            let m = perform(Action::Off).await?;
+            r.region.power(&m, PowerRequest::Off).await?;
+            store.machine_get(&id).await?
+        }
+        "query_power_state" => {
+            let state = r
+                .region
+                .power(&m, PowerRequest::Query)
+                .await?
+                .unwrap_or(m.power_state);
+            return ok(json!({"state": state.as_str()}));
+        }
         "get_token" => {
             r.admin()?;
             let t = r.region.node_token(&id).await?;

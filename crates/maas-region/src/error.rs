@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 410.
     #[error("{0}")]
     Gone(String),
+    /// 503: a rack or BMC could not carry out a power action.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: a failure of ours (the store); the body does not leak details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,6 +102,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp = match &self {

@@ -34,6 +34,7 @@ mod describe;
 mod error;
 mod metadata;
 mod params;
+mod rack;
 mod render;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use maas_core::repo::{
 
 pub use auth::{hash_password, verify_password};
 pub use error::ApiError;
+pub use rack::{NoRack, PowerRequest, RackControl, RackError, SimulatedRack};
 
 /// Everything the region needs from storage: the `maas-core` repository
 /// traits (implemented by `maas-store` for SQLite and PostgreSQL).
@@ -111,14 +113,25 @@ struct Inner {
     nonces: auth::NonceCache,
     node_user: User,
     deployments: metadata::Deployments,
+    rack: Arc<dyn RackControl>,
 }
 
 impl Region {
-    /// A region over `store` (already migrated). Creates the node-token
-    /// system user if it is missing.
+    /// A region over `store` (already migrated) with no rack connected:
+    /// only machines with `manual` power can go through their life. Creates
+    /// the node-token system user if it is missing.
     pub async fn new(
         store: Arc<dyn RegionStore>,
         config: RegionConfig,
+    ) -> Result<Self, RegionError> {
+        Self::with_rack(store, config, Arc::new(NoRack)).await
+    }
+
+    /// A region whose power actions go through `rack`.
+    pub async fn with_rack(
+        store: Arc<dyn RegionStore>,
+        config: RegionConfig,
+        rack: Arc<dyn RackControl>,
     ) -> Result<Self, RegionError> {
         let node_user = match store.user_get(NODE_USER).await {
             Ok(u) => u,
@@ -139,6 +152,7 @@ impl Region {
                 nonces: auth::NonceCache::default(),
                 node_user,
                 deployments: Default::default(),
+                rack,
             }),
         })
     }
@@ -149,6 +163,62 @@ impl Region {
 
     pub(crate) fn config(&self) -> &RegionConfig {
         &self.inner.config
+    }
+
+    /// Moves every machine whose status deadline has passed to its failed
+    /// status (Commissioning -> Failed commissioning, ...); returns them.
+    ///
+    /// Safe to run in every region at once: each machine is expired in its
+    /// own transaction that re-reads its status, so two regions never
+    /// expire it twice (they only repeat the query).
+    pub async fn expire_deadlines(&self) -> Result<Vec<maas_core::machine::Machine>, RegionError> {
+        let expired = self
+            .store()
+            .machine_expire_deadlines(chrono::Utc::now())
+            .await?;
+        for m in &expired {
+            tracing::warn!(system_id = %m.system_id, status = %m.status, "deadline passed");
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`Region::expire_deadlines`] every `every` until the task is
+    /// dropped or aborted.
+    pub fn spawn_deadline_worker(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let region = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = region.expire_deadlines().await {
+                    tracing::error!(error = %e, "deadline check failed");
+                }
+            }
+        })
+    }
+
+    /// A power action through the rack; machines with `manual` (or no)
+    /// power need none and get `None`. The state read back is stored.
+    pub(crate) async fn power(
+        &self,
+        m: &maas_core::machine::Machine,
+        request: PowerRequest,
+    ) -> Result<Option<maas_core::machine::PowerState>, ApiError> {
+        if matches!(m.power_type.as_str(), "" | "manual") {
+            return Ok(None);
+        }
+        let state = self
+            .inner
+            .rack
+            .power(m, request)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let mut fresh = self.store().machine_get(&m.system_id).await?;
+        if fresh.power_state != state {
+            fresh.power_state = state;
+            self.store().machine_update(&fresh).await?;
+        }
+        Ok(Some(state))
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use maas_core::account::ApiToken;
-use maas_core::lifecycle::{Action, ActionOptions, Actor, NodeStatus};
+use maas_core::lifecycle::{Action, ActionOptions, Actor, DeadlinePolicy, NodeStatus};
 use maas_core::machine::{Interface, Machine};
 use maas_core::repo::{MachineRepository, UserRepository};
 use maas_core::{Architecture, Hostname, MacAddress, SystemId};
@@ -27,13 +27,25 @@ struct Lab {
 /// A region with users admin, bob and carol, and two machines: `ready`
 /// (Ready) and `bobs` (allocated to bob).
 fn lab() -> (Lab, SystemId, SystemId) {
+    lab_with(Arc::new(maas_region::NoRack), DeadlinePolicy::default())
+}
+
+fn lab_with(
+    rack: Arc<dyn maas_region::RackControl>,
+    policy: DeadlinePolicy,
+) -> (Lab, SystemId, SystemId) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let (lab, ready, bobs) = rt.block_on(async {
-        let store = Arc::new(SqlStore::open_sqlite_memory().await.unwrap());
+        let store = Arc::new(
+            SqlStore::open_sqlite_memory()
+                .await
+                .unwrap()
+                .with_deadline_policy(policy),
+        );
         store.migrate().await.unwrap();
         let mut tokens = Vec::new();
         for (name, admin) in [("admin", true), ("bob", false), ("carol", false)] {
@@ -76,7 +88,7 @@ fn lab() -> (Lab, SystemId, SystemId) {
             )
             .await
             .unwrap();
-        let region = Region::new(store.clone(), RegionConfig::default())
+        let region = Region::with_rack(store.clone(), RegionConfig::default(), rack)
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -498,6 +510,112 @@ fn login_with_username_and_password() {
     }
     let r = request(lab.addr, "GET", "/MAAS/accounts/authenticate/", &[], b"");
     assert_eq!(r.status, 405);
+}
+
+#[test]
+fn power_goes_through_the_rack_and_its_failures_fail_the_workflow() {
+    let rack = Arc::new(maas_region::SimulatedRack::default());
+    let (lab, ready, _) = lab_with(rack.clone(), DeadlinePolicy::default());
+    let admin = Some(&lab.admin);
+    // Give the Ready machine a BMC (any driver name but manual).
+    let item = format!("{API}/machines/{ready}/");
+    let auth = oauth(&lab.admin);
+    let r = request(
+        lab.addr,
+        "PUT",
+        &item,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"power_type=ipmi&power_parameters_power_address=10.0.0.9",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Deploy powers it on through the rack.
+    let r = post(
+        &lab,
+        admin,
+        &format!("{item}?op=deploy"),
+        "distro_series=noble",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (m["status_name"].as_str(), m["power_state"].as_str()),
+        (Some("Deploying"), Some("on"))
+    );
+    let r = get(&lab, admin, &format!("{item}?op=query_power_state"));
+    assert_eq!(r.body, r#"{"state":"on"}"#);
+    // Release powers it off, then it is Ready.
+    let r = post(&lab, admin, &format!("{item}?op=release"), "");
+    let m: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (m["status_name"].as_str(), m["power_state"].as_str()),
+        (Some("Ready"), Some("off")),
+        "{}",
+        r.body
+    );
+    let log: Vec<maas_region::PowerRequest> = rack.requests().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(
+        log,
+        [
+            maas_region::PowerRequest::On,
+            maas_region::PowerRequest::Query,
+            maas_region::PowerRequest::Off
+        ]
+    );
+    // A BMC that refuses to switch on: 503, and the deployment has failed.
+    let r = request(
+        lab.addr,
+        "PUT",
+        &item,
+        &[
+            ("Authorization", &oauth(&lab.admin)),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"power_parameters_sim_fail=on",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(&lab, admin, &format!("{item}?op=deploy"), "");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("refused"), "{}", r.body);
+    let m: serde_json::Value = serde_json::from_str(&get(&lab, admin, &item).body).unwrap();
+    assert_eq!(m["status_name"], "Failed deployment");
+}
+
+#[test]
+fn a_missed_deadline_moves_the_machine_to_its_failed_status() {
+    let policy = DeadlinePolicy {
+        commissioning: std::time::Duration::ZERO,
+        ..DeadlinePolicy::default()
+    };
+    let (lab, ready, _) = lab_with(Arc::new(maas_region::NoRack), policy);
+    let r = post(
+        &lab,
+        Some(&lab.admin),
+        &format!("{API}/machines/{ready}/?op=commission"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let region = lab
+        ._rt
+        .block_on(Region::new(lab.store.clone(), RegionConfig::default()))
+        .unwrap();
+    let expired = lab._rt.block_on(region.expire_deadlines()).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].system_id, ready);
+    let m: serde_json::Value = serde_json::from_str(
+        &get(&lab, Some(&lab.admin), &format!("{API}/machines/{ready}/")).body,
+    )
+    .unwrap();
+    assert_eq!(m["status_name"], "Failed commissioning");
+    // A second region running the same check finds nothing more to do.
+    assert!(
+        lab._rt
+            .block_on(region.expire_deadlines())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 mod random_input {

@@ -119,7 +119,9 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "region API listening");
-    axum::serve(listener, maas_region::router(region))
+    // Status deadlines (commissioning, deploying, ...): checked every 10 s.
+    let deadlines = region.spawn_deadline_worker(std::time::Duration::from_secs(10));
+    let served = axum::serve(listener, maas_region::router(region))
         .with_graceful_shutdown(async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -129,7 +131,9 @@ async fn run(a: &Args) -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         })
-        .await?;
+        .await;
+    deadlines.abort();
+    served?;
     Ok(())
 }
 
