@@ -890,6 +890,72 @@ impl Region {
     }
 }
 
+/// `get_curtin_config`: the curtin YAML for the machine's deployment (its
+/// series, or the default), rendered by maas-curtin after its checks; a
+/// machine that cannot be deployed as it stands is a 400 naming why.
+async fn curtin_config(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
+    let store = r.region.store();
+    let mut network = maas_curtin::NetworkInputs {
+        subnets: store.subnet_list().await?,
+        vlans: store.vlan_list(None).await?,
+        ranges: store.subnet_ip_range_list(None).await?,
+        search_domains: vec![m.domain.to_string()],
+        ..Default::default()
+    };
+    for s in &network.subnets {
+        network.assigned.extend(
+            store
+                .subnet_address_list(s.id)
+                .await?
+                .into_iter()
+                .filter_map(|a| a.ip),
+        );
+    }
+    let base = match &r.region.config().boot_server_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "http://{}",
+            r.headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost:5240")
+        ),
+    };
+    let endpoint = maas_curtin::MetadataEndpoint::new(&base)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let token = r.region.node_token(&m.system_id).await?;
+    let credentials = maas_curtin::NodeCredentials::from(&token);
+    let (osystem, series) = r.region.deployment(&m.system_id).unwrap_or_else(|| {
+        (
+            r.region.config().default_osystem.clone(),
+            r.region.config().default_distro_series.clone(),
+        )
+    });
+    let arch = m.architecture.to_string();
+    let (arch, sub) = arch.split_once('/').unwrap_or((arch.as_str(), "generic"));
+    let image = maas_curtin::ImageSource {
+        url: format!("{base}/images/{osystem}/{arch}/{sub}/{series}/stable/squashfs"),
+        file_type: maas_curtin::ImageFileType::Squashfs,
+    };
+    let mut request = maas_curtin::DeployRequest::new(&series, image);
+    request.osystem = osystem;
+    let templates = maas_curtin::TemplateStore::builtin();
+    let ctx = maas_curtin::DeployContext {
+        machine: m,
+        network: &network,
+        endpoint: &endpoint,
+        credentials: &credentials,
+        templates: &templates,
+    };
+    let config = maas_curtin::render_curtin_config(&ctx, &request)
+        .map_err(|e| ApiError::BadRequest(format!("cannot deploy {}: {e}", m.system_id)))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        config.yaml,
+    )
+        .into_response())
+}
+
 /// Powers the machine through its rack; on failure the machine moves to
 /// `failed` (with the error as the reason) and the caller gets a 503.
 async fn power_or_fail(
@@ -1010,6 +1076,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 .unwrap_or(m.power_state);
             return ok(json!({"state": state.as_str()}));
         }
+        "get_curtin_config" => return curtin_config(r, &m).await,
         "get_token" => {
             r.admin()?;
             let t = r.region.node_token(&id).await?;

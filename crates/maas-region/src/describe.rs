@@ -118,6 +118,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
             op("unlock", "POST", "Unlock the machine."),
             op("get_token", "GET", "The machine's node token (admin)."),
             op(
+                "get_curtin_config",
+                "GET",
+                "The curtin config the machine deploys with.",
+            ),
+            op(
                 "power_parameters",
                 "GET",
                 "The machine's power parameters (admin).",

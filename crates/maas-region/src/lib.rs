@@ -74,6 +74,9 @@ pub struct RegionConfig {
     pub default_distro_series: String,
     /// How old an OAuth timestamp may be, in seconds (MAAS: 300).
     pub timestamp_window_secs: i64,
+    /// Where deploying machines reach the metadata service and the images
+    /// (`http://<rack>:5248`); `None`: the address the request came to.
+    pub boot_server_url: Option<String>,
 }
 
 impl Default for RegionConfig {
@@ -83,6 +86,7 @@ impl Default for RegionConfig {
             default_osystem: "ubuntu".into(),
             default_distro_series: "noble".into(),
             timestamp_window_secs: 300,
+            boot_server_url: None,
         }
     }
 }

@@ -584,6 +584,40 @@ fn power_goes_through_the_rack_and_its_failures_fail_the_workflow() {
 }
 
 #[test]
+fn the_curtin_config_comes_from_maas_curtin_with_the_node_token() {
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    // The lab machines have no disk yet: not deployable, and the 400 says why.
+    let item = format!("{API}/machines/{ready}/");
+    let r = get(&lab, admin, &format!("{item}?op=get_curtin_config"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("cannot deploy"), "{}", r.body);
+    // Give it a disk and its firmware, as commissioning would (through the
+    // store: block-device endpoints come later).
+    lab._rt.block_on(async {
+        let mut m = lab.store.machine_get(&ready).await.unwrap();
+        m.block_devices
+            .push(maas_core::machine::BlockDevice::disk("sda", 100 << 30));
+        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Uefi;
+        lab.store.machine_update(&m).await.unwrap();
+    });
+    let r = get(&lab, admin, &format!("{item}?op=get_curtin_config"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token: serde_json::Value =
+        serde_json::from_str(&get(&lab, admin, &format!("{item}?op=get_token")).body).unwrap();
+    let host = lab.addr.to_string();
+    for want in [
+        format!("endpoint: http://{host}/MAAS/metadata/status/{ready}"),
+        format!("token_key: {}", token["token_key"].as_str().unwrap()),
+        "type: disk".to_owned(),
+        "path: /".to_owned(),
+        format!("http://{host}/images/ubuntu/amd64/generic/noble/stable/squashfs"),
+    ] {
+        assert!(r.body.contains(&want), "{want:?} missing from:\n{}", r.body);
+    }
+}
+
+#[test]
 fn a_missed_deadline_moves_the_machine_to_its_failed_status() {
     let policy = DeadlinePolicy {
         commissioning: std::time::Duration::ZERO,
