@@ -121,12 +121,26 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    use tracing::Instrument;
     let path = uri.path();
     let rel = path.strip_prefix("/MAAS/api/2.0/").unwrap_or("");
-    let mut resp = match route_and_run(&region, &method, rel, uri.query(), &headers, body).await {
+    // One span per request, carrying the machine's system_id where the
+    // path names one (the span shared with the rack's logs for it).
+    let system_id = rel
+        .strip_prefix("machines/")
+        .or_else(|| rel.strip_prefix("nodes/"))
+        .and_then(|r| r.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("");
+    let span = tracing::info_span!("api", %method, path = rel, system_id);
+    let mut resp = match route_and_run(&region, &method, rel, uri.query(), &headers, body)
+        .instrument(span.clone())
+        .await
+    {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&describe::api_hash()) {
         h.insert("X-MAAS-API-Hash", v);
