@@ -290,7 +290,10 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         }
         ("MachinesHandler" | "NodesHandler", "read") => machines_read(&r, false).await,
         ("MachinesHandler", "list_allocated") => machines_read(&r, true).await,
-        ("MachinesHandler", "create") => machines_create(&r).await,
+        ("MachinesHandler", "create") => match r.caller {
+            Caller::User(_) => machines_create(&r).await,
+            _ => machines_enlist(&r).await,
+        },
         ("MachinesHandler", "allocate") => machines_allocate(&r).await,
         ("MachinesHandler", "release") => machines_release(&r).await,
         ("MachinesHandler", "power_parameters") => {
@@ -777,6 +780,87 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
         m = power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?;
     }
     render_one(r, &m).await
+}
+
+/// Anonymous `POST machines/`: enlistment. A machine in New or
+/// Commissioning that has one of the MACs is updated (its power settings);
+/// otherwise a New machine is created. The answer is the anonymous view.
+async fn machines_enlist(r: &Req<'_>) -> Result<Response, ApiError> {
+    let p = &r.params;
+    let arch = p
+        .get("architecture")
+        .ok_or_else(|| ApiError::required("architecture"))?;
+    let arch = match p.get("subarchitecture") {
+        Some(sub) if !arch.contains('/') => format!("{arch}/{sub}"),
+        _ => arch.to_owned(),
+    };
+    let architecture =
+        Architecture::parse(&arch).map_err(|e| ApiError::invalid("architecture", e.to_string()))?;
+    let mut macs = Vec::new();
+    for mac in p.get_all("mac_addresses") {
+        macs.push(
+            MacAddress::parse(&mac)
+                .map_err(|e| ApiError::invalid("mac_addresses", e.to_string()))?,
+        );
+    }
+    if macs.is_empty() {
+        return Err(ApiError::required("mac_addresses"));
+    }
+    let store = r.region.store();
+    let power = power_parameters(p)?;
+    for mac in &macs {
+        if let Some(mut m) = store.machine_get_by_mac(*mac).await?
+            && matches!(m.status, NodeStatus::New | NodeStatus::Commissioning)
+        {
+            if let Some(t) = p.get("power_type") {
+                m.power_type = t.to_owned();
+            }
+            if !power.0.is_empty() {
+                m.power_parameters = power.clone();
+            }
+            let m = store.machine_update(&m).await?;
+            return ok(anon_view(&m));
+        }
+    }
+    let id = SystemId::random();
+    let hostname = match p.get("hostname") {
+        Some(h) => Hostname::parse(h).map_err(|e| ApiError::invalid("hostname", e.to_string()))?,
+        None => {
+            Hostname::parse(&format!("node-{id}")).map_err(|e| ApiError::Internal(e.to_string()))?
+        }
+    };
+    let mut m = Machine::new(id, hostname, architecture, chrono::Utc::now());
+    for (n, mac) in macs.into_iter().enumerate() {
+        m.interfaces
+            .push(Interface::physical(format!("eth{n}"), mac));
+    }
+    m.boot_interface = Some("eth0".into());
+    m.power_type = p.get("power_type").unwrap_or("manual").to_owned();
+    m.power_parameters = power;
+    let m = store.machine_create(&m, &Actor::System).await?;
+    ok(anon_view(&m))
+}
+
+/// What an anonymous caller is told about a machine (MAAS's
+/// `DISPLAYED_ANON_MACHINE_FIELDS`).
+fn anon_view(m: &Machine) -> Value {
+    let sid = m.system_id.to_string();
+    json!({
+        "system_id": sid,
+        "hostname": m.hostname.to_string(),
+        "domain": {"id": 0, "name": m.domain.to_string()},
+        "fqdn": m.fqdn(),
+        "architecture": m.architecture.to_string(),
+        "status": m.status.code(),
+        "status_name": m.status.label(),
+        "status_action": null,
+        "status_message": null,
+        "power_type": m.power_type,
+        "power_state": m.power_state.as_str(),
+        "zone": {"name": m.zone, "resource_uri": format!("/MAAS/api/2.0/zones/{}/", m.zone)},
+        "node_type": 0,
+        "resource_uri": format!("/MAAS/api/2.0/machines/{sid}/"),
+    })
 }
 
 /// `power_parameters` as a JSON object string (python-libmaas) or flattened

@@ -74,7 +74,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "GET",
                 "List machines visible to the user, optionally filtered.",
             ),
-            crud("create", "POST", "Create a new machine (admin)."),
+            anon(crud(
+                "create",
+                "POST",
+                "Create a new machine (admin); anonymously, enlist one (as the ephemeral environment does).",
+            )),
             op(
                 "allocate",
                 "POST",

@@ -471,6 +471,44 @@ fn errors_name_what_was_wrong() {
 }
 
 #[test]
+fn anonymous_enlistment_creates_then_updates_by_mac() {
+    let (lab, _, _) = lab();
+    let form = "architecture=amd64%2Fgeneric&mac_addresses=52%3A54%3A00%3Acc%3A00%3A01&power_type=ipmi&power_parameters=%7B%22power_address%22%3A+%2210.0.0.9%22%7D";
+    let r = post(&lab, None, &format!("{API}/machines/"), form);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(first["status_name"], "New");
+    assert_eq!(first["power_type"], "ipmi");
+    assert!(first.get("owner").is_none(), "the anonymous view: {first}");
+    // The same MAC again (the ephemeral environment retrying): the same machine.
+    let r = post(&lab, None, &format!("{API}/machines/"), form);
+    let again: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(again["system_id"], first["system_id"]);
+    // The admin sees it with its power settings.
+    let sid = first["system_id"].as_str().unwrap();
+    let p = get(
+        &lab,
+        Some(&lab.admin),
+        &format!("{API}/machines/{sid}/?op=power_parameters"),
+    );
+    assert_eq!(p.body, r#"{"power_address":"10.0.0.9"}"#);
+    // A user's token on the same call is the admin-only create: 403.
+    assert_eq!(
+        post(&lab, Some(&lab.bob), &format!("{API}/machines/"), form).status,
+        403
+    );
+    // Bad input still names the field.
+    let r = post(
+        &lab,
+        None,
+        &format!("{API}/machines/"),
+        "architecture=amd64%2Fgeneric",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("mac_addresses"), "{}", r.body);
+}
+
+#[test]
 fn login_with_username_and_password() {
     let (lab, _, _) = lab();
     let ok = request(
