@@ -39,8 +39,17 @@ pub const RESTRICTED: &[(&str, &str)] = &[
 ];
 
 /// The repository root (the parent of this crate's directory).
+///
+/// Taken from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the
+/// program or its tests, and only then from the path compiled in: with a
+/// target directory shared between checkouts (as `.ci/run` does), the
+/// binary cargo runs may have been built from another checkout, and the
+/// compiled-in path would check that one instead.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&dir)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
