@@ -3,29 +3,35 @@
 //! ```text
 //! maas-regiond init  --data-dir DIR --admin NAME --password PW   # prints the admin's API key
 //! maas-regiond createuser --data-dir DIR --username NAME --password PW [--admin]
-//! maas-regiond run   --data-dir DIR [--listen 127.0.0.1:5240]
+//! maas-regiond run   [--config regiond.toml] [--data-dir DIR] [--listen 127.0.0.1:5240]
 //! ```
 //!
-//! Storage is `DIR/maas.sqlite` unless `--database-url postgres://...`
-//! (or `MAAS_DATABASE_URL`) names PostgreSQL. `run` stops gracefully on
-//! SIGTERM or Ctrl-C.
+//! Settings come from the TOML file (`regiond.toml` documents every key),
+//! then `MAAS_DATA_DIR`, `MAAS_DATABASE_URL`, `MAAS_LISTEN`,
+//! `MAAS_LOG_FORMAT`, then the flags. Storage is `DIR/maas.sqlite` unless a
+//! database URL names PostgreSQL. `run` stops gracefully on SIGTERM or
+//! Ctrl-C.
+
+mod config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use config::{Config, LogFormat};
 use maas_core::repo::{RepositoryError, UserRepository};
 use maas_region::{Region, RegionConfig, hash_password};
 use maas_store::SqlStore;
 
 const USAGE: &str = "usage: maas-regiond init --data-dir DIR --admin NAME --password PW [--email E]
        maas-regiond createuser --data-dir DIR --username NAME --password PW [--admin]
-       maas-regiond run --data-dir DIR [--listen ADDR] [--database-url URL]";
+       maas-regiond run [--config FILE] [--data-dir DIR] [--listen ADDR] [--database-url URL]";
 
 #[derive(Default)]
 struct Args {
     command: String,
+    config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     listen: Option<String>,
@@ -42,6 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
+            "--config" => a.config = Some(value("--config")?.into()),
             "--data-dir" => a.data_dir = Some(value("--data-dir")?.into()),
             "--database-url" => a.database_url = Some(value("--database-url")?),
             "--listen" => a.listen = Some(value("--listen")?),
@@ -60,17 +67,35 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-async fn open(a: &Args) -> anyhow::Result<SqlStore> {
-    let url = a
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("MAAS_DATABASE_URL").ok());
-    let store = match url {
+/// The file, then the environment, then the flags.
+fn settings(a: &Args) -> anyhow::Result<Config> {
+    let mut c = match &a.config {
+        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
+    c.apply_env(|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?;
+    if let Some(d) = &a.data_dir {
+        c.data_dir = Some(d.clone());
+    }
+    if let Some(u) = &a.database_url {
+        c.database_url = Some(u.clone());
+    }
+    if let Some(l) = &a.listen {
+        c.listen = Some(l.parse().context("--listen: expected ADDRESS:PORT")?);
+    }
+    Ok(c)
+}
+
+async fn open(c: &Config) -> anyhow::Result<SqlStore> {
+    let store = match c.database_url.clone() {
         Some(url) => SqlStore::open(&url)
             .await
             .with_context(|| format!("opening {}", maas_store::redact_url(&url)))?,
         None => {
-            let dir = a.data_dir.as_ref().context("--data-dir is required")?;
+            let dir = c.data_dir.as_ref().context(
+                "no data directory: give --data-dir, MAAS_DATA_DIR or data_dir in the config file",
+            )?;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the data directory {}", dir.display()))?;
             let path = dir.join("maas.sqlite");
@@ -85,7 +110,7 @@ async fn open(a: &Args) -> anyhow::Result<SqlStore> {
 
 #[allow(clippy::print_stdout)] // the API key is the output
 async fn create_user(a: &Args) -> anyhow::Result<()> {
-    let store = open(a).await?;
+    let store = open(&settings(a)?).await?;
     let name = a.username.as_deref().context("a username is required")?;
     let password = a.password.as_deref().context("--password is required")?;
     let user = match store
@@ -106,21 +131,28 @@ async fn create_user(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(a: &Args) -> anyhow::Result<()> {
-    let store = open(a).await?;
-    let region = Region::new(Arc::new(store), RegionConfig::default()).await?;
-    let listen: SocketAddr = a
-        .listen
-        .as_deref()
-        .unwrap_or("127.0.0.1:5240")
-        .parse()
-        .context("--listen: expected ADDRESS:PORT")?;
+async fn run(c: &Config) -> anyhow::Result<()> {
+    let store = open(c).await?;
+    let mut rc = RegionConfig {
+        boot_server_url: c.boot_server_url.clone(),
+        ..RegionConfig::default()
+    };
+    if let Some(o) = &c.default_osystem {
+        rc.default_osystem = o.clone();
+    }
+    if let Some(s) = &c.default_distro_series {
+        rc.default_distro_series = s.clone();
+    }
+    let region = Region::new(Arc::new(store), rc).await?;
+    let listen: SocketAddr = c.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5240)));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "region API listening");
     // Status deadlines (commissioning, deploying, ...): checked every 10 s.
-    let deadlines = region.spawn_deadline_worker(std::time::Duration::from_secs(10));
+    let deadlines = region.spawn_deadline_worker(std::time::Duration::from_secs(
+        c.deadline_check_secs.unwrap_or(10),
+    ));
     let served = axum::serve(listener, maas_region::router(region))
         .with_graceful_shutdown(async {
             let mut term =
@@ -137,21 +169,29 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match parse_args() {
-        Ok(a) => match a.command.as_str() {
-            "init" | "createuser" => create_user(&a).await,
-            "run" => run(&a).await,
-            other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
-        },
+    let result = match parse_args().and_then(|a| settings(&a).map(|c| (a, c))) {
+        Ok((a, c)) => {
+            init_logs(c.log_format.unwrap_or_default());
+            match a.command.as_str() {
+                "init" | "createuser" => create_user(&a).await,
+                "run" => run(&c).await,
+                other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
+            }
+        }
         Err(e) => Err(e),
     };
     match result {
