@@ -385,6 +385,18 @@ impl BlockDevice {
     }
 }
 
+/// User data for a deployed OS: opaque bytes that may hold secrets, so
+/// `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserData(pub Vec<u8>);
+
+impl fmt::Debug for UserData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserData({} bytes)", self.0.len())
+    }
+}
+
 /// A machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
@@ -427,6 +439,12 @@ pub struct Machine {
     pub locked: bool,
     /// Deploy to memory only (`deployment_target=ephemeral`).
     pub ephemeral_deploy: bool,
+    /// The OS of the current deployment (`ubuntu`), empty when none.
+    pub osystem: String,
+    /// The series of the current deployment (`noble`), empty when none.
+    pub distro_series: String,
+    /// The user data of the current deployment, served to the deployed OS.
+    pub user_data: Option<UserData>,
     /// Free text.
     pub description: String,
     /// Why the last operation failed, or the mark-broken comment.
@@ -470,6 +488,9 @@ impl Machine {
             hardware: HardwareInventory::default(),
             locked: false,
             ephemeral_deploy: false,
+            osystem: String::new(),
+            distro_series: String::new(),
+            user_data: None,
             description: String::new(),
             error_description: String::new(),
             status_deadline: None,

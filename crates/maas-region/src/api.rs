@@ -672,19 +672,8 @@ async fn render_one(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
 
 impl Region {
     pub(crate) fn render_machine(&self, ctx: &Ctx, m: &Machine) -> Value {
-        let deployed = self.deployment(&m.system_id);
-        ctx.machine(
-            m,
-            deployed
-                .as_ref()
-                .filter(|_| {
-                    matches!(
-                        m.status,
-                        NodeStatus::Deploying | NodeStatus::Deployed | NodeStatus::FailedDeployment
-                    )
-                })
-                .map(|(o, s)| (o.as_str(), s.as_str())),
-        )
+        let _ = self;
+        ctx.machine(m, Some((m.osystem.as_str(), m.distro_series.as_str())))
     }
 }
 
@@ -953,7 +942,7 @@ impl Region {
     async fn release(&self, m: &Machine, actor: &Actor, erase: bool) -> Result<Machine, ApiError> {
         let id = &m.system_id;
         let store = self.store();
-        let mut m = store
+        store
             .machine_perform(
                 id,
                 Action::Release,
@@ -965,7 +954,8 @@ impl Region {
             )
             .await?;
         self.rotate_node_token(id).await?;
-        self.forget_deployment(id);
+        self.forget_deployment(id).await?;
+        let mut m = store.machine_get(id).await?;
         if m.status != NodeStatus::Releasing {
             return Ok(m);
         }
@@ -1023,12 +1013,14 @@ async fn curtin_config(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let token = r.region.node_token(&m.system_id).await?;
     let credentials = maas_curtin::NodeCredentials::from(&token);
-    let (osystem, series) = r.region.deployment(&m.system_id).unwrap_or_else(|| {
+    let (osystem, series) = if m.distro_series.is_empty() {
         (
             r.region.config().default_osystem.clone(),
             r.region.config().default_distro_series.clone(),
         )
-    });
+    } else {
+        (m.osystem.clone(), m.distro_series.clone())
+    };
     let arch = m.architecture.to_string();
     let (arch, sub) = arch.split_once('/').unwrap_or((arch.as_str(), "generic"));
     let image = maas_curtin::ImageSource {
@@ -1112,9 +1104,11 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 None => (r.region.config().default_osystem.clone(), series.to_owned()),
             };
             let _ = m;
-            let m = perform(Action::Deploy).await?;
-            r.region
-                .remember_deployment(&id, osystem, series, user_data);
+            perform(Action::Deploy).await?;
+            let m = r
+                .region
+                .remember_deployment(&id, osystem, series, user_data)
+                .await?;
             power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedDeployment).await?
         }
         "release" => {

@@ -116,7 +116,6 @@ struct Inner {
     config: RegionConfig,
     nonces: auth::NonceCache,
     node_user: User,
-    deployments: metadata::Deployments,
     rack: Arc<dyn RackControl>,
 }
 
@@ -155,7 +154,6 @@ impl Region {
                 config,
                 nonces: auth::NonceCache::default(),
                 node_user,
-                deployments: Default::default(),
                 rack,
             }),
         })

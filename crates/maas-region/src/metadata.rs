@@ -2,8 +2,6 @@
 //! token (section 9 of the spec): meta-data, user-data (fetching it ends a
 //! deployment), and `op=signal` (ends commissioning, testing, erasing).
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -16,55 +14,34 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::Params;
 
-/// What a deployment was asked for, kept while it lasts.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Deployment {
-    osystem: String,
-    series: String,
-    user_data: Option<Vec<u8>>,
-}
-
-/// Deployments in progress or done, per machine. Kept in memory: a region
-/// restart forgets the OS name and user data of machines deployed before
-/// it (the lifecycle state itself is in the store).
-#[derive(Default)]
-pub(crate) struct Deployments(std::sync::Mutex<HashMap<SystemId, Deployment>>);
-
 impl Region {
-    fn deployments(&self) -> std::sync::MutexGuard<'_, HashMap<SystemId, Deployment>> {
-        self.inner
-            .deployments
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn remember_deployment(
+    /// Records what a deployment was asked for on the machine itself (so a
+    /// region restart keeps it).
+    pub(crate) async fn remember_deployment(
         &self,
         id: &SystemId,
         osystem: String,
         series: String,
         user_data: Option<Vec<u8>>,
-    ) {
-        self.deployments().insert(
-            id.clone(),
-            Deployment {
-                osystem,
-                series,
-                user_data,
-            },
-        );
+    ) -> Result<maas_core::machine::Machine, ApiError> {
+        let mut m = self.store().machine_get(id).await?;
+        m.osystem = osystem;
+        m.distro_series = series;
+        m.user_data = user_data.map(maas_core::machine::UserData);
+        Ok(self.store().machine_update(&m).await?)
     }
 
-    pub(crate) fn forget_deployment(&self, id: &SystemId) {
-        self.deployments().remove(id);
-    }
-
-    /// `(osystem, distro_series)` of the machine's deployment.
-    pub(crate) fn deployment(&self, id: &SystemId) -> Option<(String, String)> {
-        self.deployments()
-            .get(id)
-            .map(|d| (d.osystem.clone(), d.series.clone()))
+    /// Clears the deployment's OS, series and user data (on release).
+    pub(crate) async fn forget_deployment(&self, id: &SystemId) -> Result<(), ApiError> {
+        let mut m = self.store().machine_get(id).await?;
+        if m.osystem.is_empty() && m.distro_series.is_empty() && m.user_data.is_none() {
+            return Ok(());
+        }
+        m.osystem.clear();
+        m.distro_series.clear();
+        m.user_data = None;
+        self.store().machine_update(&m).await?;
+        Ok(())
     }
 }
 
@@ -193,13 +170,9 @@ async fn serve(
                     )
                     .await?;
             }
-            let data = region
-                .deployments()
-                .get(&node)
-                .and_then(|d| d.user_data.clone());
-            match data {
+            match m.user_data {
                 Some(d) => {
-                    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], d).into_response())
+                    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], d.0).into_response())
                 }
                 None => Err(ApiError::NotFound(
                     "No user data available for this node.".into(),

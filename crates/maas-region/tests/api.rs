@@ -186,16 +186,24 @@ fn request(
 }
 
 fn get(lab: &Lab, who: Option<&ApiToken>, path: &str) -> Resp {
+    get_at(lab.addr, who, path)
+}
+
+fn get_at(addr: SocketAddr, who: Option<&ApiToken>, path: &str) -> Resp {
     let auth = who.map(oauth);
     let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    request(lab.addr, "GET", path, &h, b"")
+    request(addr, "GET", path, &h, b"")
 }
 
 fn post(lab: &Lab, who: Option<&ApiToken>, path: &str, form: &str) -> Resp {
+    post_at(lab.addr, who, path, form)
+}
+
+fn post_at(addr: SocketAddr, who: Option<&ApiToken>, path: &str, form: &str) -> Resp {
     let auth = who.map(oauth);
     let mut h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     h.push(("Content-Type", "application/x-www-form-urlencoded"));
-    request(lab.addr, "POST", path, &h, form.as_bytes())
+    request(addr, "POST", path, &h, form.as_bytes())
 }
 
 const API: &str = "/MAAS/api/2.0";
@@ -646,13 +654,80 @@ fn the_curtin_config_comes_from_maas_curtin_with_the_node_token() {
     let host = lab.addr.to_string();
     for want in [
         format!("endpoint: http://{host}/MAAS/metadata/status/{ready}"),
-        format!("token_key: {}", token["token_key"].as_str().unwrap()),
         "type: disk".to_owned(),
         "path: /".to_owned(),
         format!("http://{host}/images/ubuntu/amd64/generic/noble/stable/squashfs"),
     ] {
         assert!(r.body.contains(&want), "{want:?} missing from:\n{}", r.body);
     }
+    // The node token's key, plain or quoted (the YAML writer quotes keys
+    // that YAML 1.1 could misread, such as ones starting with a digit).
+    let key = token["token_key"].as_str().unwrap();
+    assert!(
+        r.body.contains(&format!("token_key: {key}\n"))
+            || r.body.contains(&format!("token_key: \"{key}\"\n")),
+        "the node token {key} is missing from:\n{}",
+        r.body
+    );
+}
+
+#[test]
+fn deployment_settings_survive_a_region_restart() {
+    let (lab, ready, _) = lab();
+    let item = format!("{API}/machines/{ready}/");
+    // "#cloud-config\nruncmd: [true]\n", base64 as clients send it.
+    let r = post(
+        &lab,
+        Some(&lab.admin),
+        &format!("{item}?op=deploy"),
+        "distro_series=ubuntu%2Fjammy&user_data=I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFt0cnVlXQo%3D",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token: serde_json::Value =
+        serde_json::from_str(&get(&lab, Some(&lab.admin), &format!("{item}?op=get_token")).body)
+            .unwrap();
+    // A second region process over the same database (the first one gone
+    // or not: a region keeps no deployment state of its own).
+    let addr = lab._rt.block_on(async {
+        let region = Region::new(lab.store.clone(), RegionConfig::default())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, maas_region::router(region))
+                .await
+                .unwrap();
+        });
+        addr
+    });
+    let m: serde_json::Value =
+        serde_json::from_str(&get_at(addr, Some(&lab.admin), &item).body).unwrap();
+    assert_eq!(
+        (m["osystem"].as_str(), m["distro_series"].as_str()),
+        (Some("ubuntu"), Some("jammy"))
+    );
+    let node = ApiToken {
+        consumer_key: token["consumer_key"].as_str().unwrap().into(),
+        token_key: token["token_key"].as_str().unwrap().into(),
+        token_secret: token["token_secret"].as_str().unwrap().into(),
+        ..lab.admin.clone()
+    };
+    let r = get_at(addr, Some(&node), "/MAAS/metadata/2012-03-01/user-data");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "#cloud-config\nruncmd: [true]\n")
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&get_at(addr, Some(&lab.admin), &item).body).unwrap();
+    assert_eq!(m["status_name"], "Deployed");
+    // Release forgets them.
+    let r = post_at(addr, Some(&lab.admin), &format!("{item}?op=release"), "");
+    let m: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (m["status_name"].as_str(), m["distro_series"].as_str()),
+        (Some("Ready"), Some(""))
+    );
 }
 
 #[test]
