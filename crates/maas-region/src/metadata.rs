@@ -109,6 +109,18 @@ async fn serve(
         return Err(ApiError::NotFound("Unknown metadata version".into()));
     }
     match (method, rest.trim_end_matches('/')) {
+        (&Method::GET, path) if path.starts_with("by-id/") => {
+            let params = Params::parse(method, uri.query(), headers, body).await?;
+            if params.op() != Some("get_preseed") {
+                return Err(ApiError::BadRequest(format!(
+                    "Unrecognised signature: method=GET op={}",
+                    params.op().unwrap_or("")
+                )));
+            }
+            let id = SystemId::parse(&path["by-id/".len()..])
+                .map_err(|_| ApiError::NotFound("No Node matches the given query.".into()))?;
+            preseed(region, &id, headers).await
+        }
         (&Method::GET, "") => Ok(text(match node {
             Some(_) => "maas-commissioning-scripts\nmeta-data\nuser-data",
             None => "meta-data\nuser-data",
@@ -184,6 +196,70 @@ async fn serve(
             uri.path()
         ))),
     }
+}
+
+/// `by-id/{system_id}/?op=get_preseed` (anonymous, as the kernel command
+/// line's `cloud-config-url` fetches it): the cloud-config for why the
+/// machine boots now, with its node token.
+async fn preseed(
+    region: &Region,
+    id: &SystemId,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    use maas_curtin::EphemeralPurpose as P;
+    let m = region.store().machine_get(id).await.map_err(|e| match e {
+        maas_core::repo::RepositoryError::NotFound { .. } => {
+            ApiError::NotFound("No Node matches the given query.".into())
+        }
+        other => other.into(),
+    })?;
+    let purpose = match m.status {
+        NodeStatus::Commissioning => P::Commission,
+        NodeStatus::Testing => P::Test,
+        NodeStatus::DiskErasing => P::Erase,
+        NodeStatus::EnteringRescueMode | NodeStatus::RescueMode => P::Rescue,
+        NodeStatus::Deploying => P::Deploy,
+        _ => P::Enlist,
+    };
+    let base = match &region.config().boot_server_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "http://{}",
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost:5240")
+        ),
+    };
+    let endpoint = maas_curtin::MetadataEndpoint::new(&base)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let token = region.node_token(id).await?;
+    let credentials = maas_curtin::NodeCredentials::from(&token);
+    let templates = maas_curtin::TemplateStore::builtin();
+    let apt = maas_curtin::AptConfig::default();
+    let (osystem, release) = if m.distro_series.is_empty() {
+        (
+            region.config().default_osystem.as_str(),
+            region.config().default_distro_series.as_str(),
+        )
+    } else {
+        (m.osystem.as_str(), m.distro_series.as_str())
+    };
+    let ctx = maas_curtin::NodeContext {
+        machine: Some(&m),
+        credentials: Some(&credentials),
+        endpoint: &endpoint,
+        templates: &templates,
+        osystem,
+        release,
+        apt: &apt,
+        ntp_servers: &[],
+        agent_command: "/usr/bin/maas-agent",
+    };
+    let doc = ctx
+        .preseed(purpose)
+        .map_err(|e| ApiError::BadRequest(format!("no preseed for {id}: {e}")))?;
+    Ok(text(doc))
 }
 
 /// `op=signal`: the ephemeral environment reports how its work went.

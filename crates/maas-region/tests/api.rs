@@ -731,6 +731,58 @@ fn deployment_settings_survive_a_region_restart() {
 }
 
 #[test]
+fn the_preseed_is_anonymous_and_carries_the_node_token_for_the_purpose() {
+    let (lab, ready, _) = lab();
+    let r = post(
+        &lab,
+        Some(&lab.admin),
+        &format!("{API}/machines/{ready}/?op=commission"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token: serde_json::Value = serde_json::from_str(
+        &get(
+            &lab,
+            Some(&lab.admin),
+            &format!("{API}/machines/{ready}/?op=get_token"),
+        )
+        .body,
+    )
+    .unwrap();
+    let r = get(
+        &lab,
+        None,
+        &format!("/MAAS/metadata/latest/by-id/{ready}/?op=get_preseed"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.starts_with("#cloud-config"), "{}", r.body);
+    let key = token["token_key"].as_str().unwrap();
+    assert!(
+        r.body.contains(key),
+        "the node token is in the preseed: {}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains(&format!("http://{}/MAAS/metadata/", lab.addr)),
+        "{}",
+        r.body
+    );
+    let r = get(
+        &lab,
+        None,
+        "/MAAS/metadata/latest/by-id/nosuch/?op=get_preseed",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = get(
+        &lab,
+        None,
+        &format!("/MAAS/metadata/latest/by-id/{ready}/?op=other"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[test]
 fn a_missed_deadline_moves_the_machine_to_its_failed_status() {
     let policy = DeadlinePolicy {
         commissioning: std::time::Duration::ZERO,
