@@ -314,6 +314,47 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
             render_one(&r, &m).await
         }
         ("MachineHandler", name) => machine_op(&r, name).await,
+        ("InterfacesHandler", _) => {
+            let m = r.machine().await?;
+            let ctx = Ctx::load(r.region).await?;
+            ok(Value::Array(
+                m.interfaces.iter().map(|i| ctx.interface(&m, i)).collect(),
+            ))
+        }
+        ("InterfaceHandler", _) => {
+            let m = r.machine().await?;
+            let ctx = Ctx::load(r.region).await?;
+            let key = r.path("id");
+            let i = m
+                .interfaces
+                .iter()
+                .find(|i| i.id.is_some_and(|x| x.0.to_string() == key) || i.name == key)
+                .ok_or_else(|| {
+                    ApiError::NotFound("No Interface matches the given query.".into())
+                })?;
+            ok(ctx.interface(&m, i))
+        }
+        ("BlockDevicesHandler", _) => {
+            let m = r.machine().await?;
+            ok(Value::Array(
+                m.block_devices
+                    .iter()
+                    .map(|d| render::block_device(&m, d))
+                    .collect(),
+            ))
+        }
+        ("BlockDeviceHandler", _) => {
+            let m = r.machine().await?;
+            let key = r.path("id");
+            let d = m
+                .block_devices
+                .iter()
+                .find(|d| d.id.is_some_and(|x| x.0.to_string() == key) || d.name == key)
+                .ok_or_else(|| {
+                    ApiError::NotFound("No BlockDevice matches the given query.".into())
+                })?;
+            ok(render::block_device(&m, d))
+        }
         ("ZonesHandler", "read") => {
             let zones = r.region.store().zone_list().await?;
             ok(Value::Array(zones.iter().map(render::zone).collect()))

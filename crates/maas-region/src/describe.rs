@@ -146,6 +146,30 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ops: &[crud("read", "GET", "Read a node.")],
     },
     Resource {
+        name: "InterfacesHandler",
+        doc: "Manage the interfaces of a node.",
+        path: "nodes/{system_id}/interfaces/",
+        ops: &[crud("read", "GET", "List the node's interfaces.")],
+    },
+    Resource {
+        name: "InterfaceHandler",
+        doc: "Manage an interface of a node.",
+        path: "nodes/{system_id}/interfaces/{id}/",
+        ops: &[crud("read", "GET", "Read an interface.")],
+    },
+    Resource {
+        name: "BlockDevicesHandler",
+        doc: "Manage the block devices of a node.",
+        path: "nodes/{system_id}/blockdevices/",
+        ops: &[crud("read", "GET", "List the node's block devices.")],
+    },
+    Resource {
+        name: "BlockDeviceHandler",
+        doc: "Manage a block device of a node.",
+        path: "nodes/{system_id}/blockdevices/{id}/",
+        ops: &[crud("read", "GET", "Read a block device.")],
+    },
+    Resource {
         name: "ZonesHandler",
         doc: "Manage availability zones.",
         path: "zones/",

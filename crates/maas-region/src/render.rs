@@ -158,7 +158,7 @@ impl Ctx {
         self.subnets.get(&id)
     }
 
-    fn interface(&self, m: &Machine, i: &Interface) -> Value {
+    pub(crate) fn interface(&self, m: &Machine, i: &Interface) -> Value {
         let id = i.id.map_or(0, |x| x.0);
         let mut children: Vec<&str> = m
             .interfaces
@@ -336,7 +336,7 @@ impl Ctx {
     }
 }
 
-fn block_device(m: &Machine, d: &BlockDevice) -> Value {
+pub(crate) fn block_device(m: &Machine, d: &BlockDevice) -> Value {
     let id = d.id.map_or(0, |x| x.0);
     json!({
         "id": id,

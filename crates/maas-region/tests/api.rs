@@ -649,6 +649,33 @@ fn the_curtin_config_comes_from_maas_curtin_with_the_node_token() {
     });
     let r = get(&lab, admin, &format!("{item}?op=get_curtin_config"));
     assert_eq!(r.status, 200, "{}", r.body);
+    // The node's interfaces and disks, as their own resources.
+    let nics: serde_json::Value =
+        serde_json::from_str(&get(&lab, admin, &format!("{API}/nodes/{ready}/interfaces/")).body)
+            .unwrap();
+    assert_eq!(nics[0]["name"], "eth0");
+    assert_eq!(nics[0]["mac_address"], "02:00:00:00:00:00");
+    let uri = nics[0]["resource_uri"].as_str().unwrap().to_owned();
+    let one: serde_json::Value = serde_json::from_str(&get(&lab, admin, &uri).body).unwrap();
+    assert_eq!(one["name"], "eth0", "{one}");
+    let disks: serde_json::Value =
+        serde_json::from_str(&get(&lab, admin, &format!("{API}/nodes/{ready}/blockdevices/")).body)
+            .unwrap();
+    assert_eq!(
+        (disks[0]["name"].as_str(), disks[0]["size"].as_u64()),
+        (Some("sda"), Some(100 << 30))
+    );
+    let uri = disks[0]["resource_uri"].as_str().unwrap().to_owned();
+    assert_eq!(get(&lab, admin, &uri).status, 200);
+    assert_eq!(
+        get(
+            &lab,
+            admin,
+            &format!("{API}/nodes/{ready}/blockdevices/999/")
+        )
+        .status,
+        404
+    );
     let token: serde_json::Value =
         serde_json::from_str(&get(&lab, admin, &format!("{item}?op=get_token")).body).unwrap();
     let host = lab.addr.to_string();
@@ -825,6 +852,11 @@ mod random_input {
         "machines/",
         "machines/SID/",
         "nodes/",
+        "nodes/SID/interfaces/",
+        "nodes/SID/interfaces/1/",
+        "nodes/SID/blockdevices/",
+        "nodes/SID/blockdevices/1/",
+        "events/",
         "zones/",
         "zones/default/",
         "resourcepools/",
