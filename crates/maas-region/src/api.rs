@@ -355,6 +355,71 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 })?;
             ok(render::block_device(&m, d))
         }
+        ("TagsHandler", "read") => {
+            let tags = r.region.store().tag_list().await?;
+            ok(Value::Array(tags.iter().map(render::tag).collect()))
+        }
+        ("TagsHandler", "create") => {
+            r.admin()?;
+            let p = &r.params;
+            let name = p.get("name").ok_or_else(|| ApiError::required("name"))?;
+            let t = r
+                .region
+                .store()
+                .tag_create(
+                    name,
+                    p.get("comment").unwrap_or(""),
+                    p.get("definition").unwrap_or(""),
+                    p.get("kernel_opts").unwrap_or(""),
+                )
+                .await?;
+            ok(render::tag(&t))
+        }
+        ("TagHandler", name) => {
+            let tag = r.path("name").to_owned();
+            let tags = r.region.store().tag_list().await?;
+            let t = tags
+                .iter()
+                .find(|t| t.name == tag)
+                .ok_or_else(|| ApiError::NotFound("No Tag matches the given query.".into()))?;
+            match name {
+                "read" => ok(render::tag(t)),
+                "delete" => {
+                    r.admin()?;
+                    r.region.store().tag_delete(&tag).await?;
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                "nodes" => {
+                    let me = r.user();
+                    let machines = r
+                        .region
+                        .store()
+                        .machine_list(&MachineFilter {
+                            tags: vec![tag.clone()],
+                            visible_to: (!me.is_admin).then(|| me.username.clone()),
+                            ..Default::default()
+                        })
+                        .await?;
+                    let ctx = Ctx::load(r.region).await?;
+                    ok(Value::Array(
+                        machines
+                            .iter()
+                            .map(|m| r.region.render_machine(&ctx, m))
+                            .collect(),
+                    ))
+                }
+                _ => {
+                    r.admin()?;
+                    let add = ids(&r.params.get_all("add"))?;
+                    let remove = ids(&r.params.get_all("remove"))?;
+                    r.region
+                        .store()
+                        .tag_update_machines(&tag, &add, &remove)
+                        .await?;
+                    ok(json!({"added": add.len(), "removed": remove.len()}))
+                }
+            }
+        }
         ("ZonesHandler", "read") => {
             let zones = r.region.store().zone_list().await?;
             ok(Value::Array(zones.iter().map(render::zone).collect()))

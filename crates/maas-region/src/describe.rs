@@ -170,6 +170,30 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ops: &[crud("read", "GET", "Read a block device.")],
     },
     Resource {
+        name: "TagsHandler",
+        doc: "Manage the tags machines carry (constraints and kernel options).",
+        path: "tags/",
+        ops: &[
+            crud("read", "GET", "List tags."),
+            crud("create", "POST", "Create a tag (admin)."),
+        ],
+    },
+    Resource {
+        name: "TagHandler",
+        doc: "Manage a tag.",
+        path: "tags/{name}/",
+        ops: &[
+            crud("read", "GET", "Read a tag."),
+            crud("delete", "DELETE", "Delete a tag (admin)."),
+            op("nodes", "GET", "The machines carrying the tag."),
+            op(
+                "update_nodes",
+                "POST",
+                "Add (add) and remove (remove) machines by system id (admin).",
+            ),
+        ],
+    },
+    Resource {
         name: "ZonesHandler",
         doc: "Manage availability zones.",
         path: "zones/",

@@ -381,6 +381,16 @@ pub(crate) fn pool(p: &ResourcePool) -> Value {
     })
 }
 
+pub(crate) fn tag(t: &maas_core::org::Tag) -> Value {
+    json!({
+        "name": t.name,
+        "definition": t.definition,
+        "comment": t.comment,
+        "kernel_opts": t.kernel_opts,
+        "resource_uri": format!("{API}/tags/{}/", t.name),
+    })
+}
+
 pub(crate) fn user(u: &User) -> Value {
     json!({
         "username": u.username,

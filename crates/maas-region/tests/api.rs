@@ -517,6 +517,73 @@ fn anonymous_enlistment_creates_then_updates_by_mac() {
 }
 
 #[test]
+fn tags_are_made_applied_listed_and_used_by_allocation() {
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/tags/"),
+        "name=gpu&comment=has+a+GPU&kernel_opts=nomodeset",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (t["name"].as_str(), t["kernel_opts"].as_str()),
+        (Some("gpu"), Some("nomodeset"))
+    );
+    assert_eq!(
+        post(&lab, Some(&lab.bob), &format!("{API}/tags/"), "name=x").status,
+        403
+    );
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/tags/gpu/?op=update_nodes"),
+        &format!("add={ready}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let nodes: serde_json::Value =
+        serde_json::from_str(&get(&lab, Some(&lab.bob), &format!("{API}/tags/gpu/?op=nodes")).body)
+            .unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["system_id"], ready.to_string());
+    assert_eq!(nodes[0]["tag_names"], serde_json::json!(["gpu"]));
+    // Allocation by tag finds it; an unknown tag names itself.
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/?op=allocate"),
+        "tags=gpu",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/?op=allocate"),
+        "tags=tpu",
+    );
+    assert!(
+        r.status == 400 || r.status == 409,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    assert!(r.body.contains("tpu"), "{}", r.body);
+    // Delete.
+    let auth = oauth(&lab.admin);
+    let r = request(
+        lab.addr,
+        "DELETE",
+        &format!("{API}/tags/gpu/"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(get(&lab, admin, &format!("{API}/tags/gpu/")).status, 404);
+}
+
+#[test]
 fn login_with_username_and_password() {
     let (lab, _, _) = lab();
     let ok = request(
@@ -859,6 +926,8 @@ mod random_input {
         "events/",
         "zones/",
         "zones/default/",
+        "tags/",
+        "tags/gpu/",
         "resourcepools/",
         "resourcepool/0/",
         "fabrics/",
