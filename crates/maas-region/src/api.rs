@@ -556,6 +556,109 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 .ok_or_else(|| ApiError::NotFound("No Subnet matches the given query.".into()))?;
             ok(ctx.subnet(s))
         }
+        ("IPRangesHandler", "read") => {
+            let ctx = Ctx::load(r.region).await?;
+            let ranges = r.region.store().subnet_ip_range_list(None).await?;
+            ok(Value::Array(
+                ranges.iter().map(|x| ctx.ip_range(x)).collect(),
+            ))
+        }
+        ("IPRangesHandler", "create") => {
+            r.admin()?;
+            let p = &r.params;
+            let kind = match p.get("type") {
+                Some("dynamic") => maas_core::network::IpRangeType::Dynamic,
+                Some("reserved") => maas_core::network::IpRangeType::Reserved,
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "type",
+                        format!("{other:?} is not dynamic or reserved."),
+                    ));
+                }
+                None => return Err(ApiError::required("type")),
+            };
+            let ip = |field: &str| -> Result<std::net::IpAddr, ApiError> {
+                let v = p.get(field).ok_or_else(|| ApiError::required(field))?;
+                v.parse()
+                    .map_err(|e| ApiError::invalid(field, format!("{v:?}: {e}")))
+            };
+            let (start, end) = (ip("start_ip")?, ip("end_ip")?);
+            let ctx = Ctx::load(r.region).await?;
+            let subnet = match p.get("subnet") {
+                Some(key) => ctx
+                    .subnets()
+                    .into_iter()
+                    .find(|s| {
+                        s.id.0.to_string() == key || s.cidr.to_string() == key || s.name == key
+                    })
+                    .map(|s| s.id)
+                    .ok_or_else(|| ApiError::invalid("subnet", format!("No subnet {key:?}.")))?,
+                None => ctx
+                    .subnets()
+                    .into_iter()
+                    .find(|s| s.cidr.contains(&start))
+                    .map(|s| s.id)
+                    .ok_or_else(|| ApiError::invalid("start_ip", "no subnet contains it"))?,
+            };
+            let range = maas_core::network::IpRange {
+                id: maas_core::IpRangeId(0),
+                subnet,
+                kind,
+                start,
+                end,
+                comment: p.get("comment").unwrap_or("").to_owned(),
+            };
+            let made = r.region.store().subnet_ip_range_create(&range).await?;
+            let ctx = Ctx::load(r.region).await?;
+            ok(ctx.ip_range(&made))
+        }
+        ("SpacesHandler", "read") => {
+            let spaces = r.region.store().space_list().await?;
+            ok(Value::Array(
+                spaces
+                    .iter()
+                    .map(|s| {
+                        json!({"id": s.id.0, "name": s.name, "description": s.description,
+                        "vlans": [], "subnets": [],
+                        "resource_uri": format!("/MAAS/api/2.0/spaces/{}/", s.id.0)})
+                    })
+                    .collect(),
+            ))
+        }
+        ("SpacesHandler", "create") => {
+            r.admin()?;
+            let name = r
+                .params
+                .get("name")
+                .ok_or_else(|| ApiError::required("name"))?;
+            let s = r
+                .region
+                .store()
+                .space_create(name, r.params.get("description").unwrap_or(""))
+                .await?;
+            ok(
+                json!({"id": s.id.0, "name": s.name, "description": s.description,
+                "vlans": [], "subnets": [],
+                "resource_uri": format!("/MAAS/api/2.0/spaces/{}/", s.id.0)}),
+            )
+        }
+        ("DomainsHandler", "read") => {
+            let domains = r.region.store().domain_list().await?;
+            ok(Value::Array(domains.iter().map(render::domain).collect()))
+        }
+        ("DomainsHandler", "create") => {
+            r.admin()?;
+            let name = r
+                .params
+                .get("name")
+                .ok_or_else(|| ApiError::required("name"))?;
+            let d = r
+                .region
+                .store()
+                .domain_create(name, r.params.flag("authoritative", true)?)
+                .await?;
+            ok(render::domain(&d))
+        }
         ("UsersHandler", "read") => {
             let me = r.user();
             let users = r.region.store().user_list().await?;

@@ -273,6 +273,37 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ops: &[crud("read", "GET", "Read a subnet.")],
     },
     Resource {
+        name: "IPRangesHandler",
+        doc: "Manage the dynamic and reserved IP ranges of subnets.",
+        path: "ipranges/",
+        ops: &[
+            crud("read", "GET", "List IP ranges."),
+            crud(
+                "create",
+                "POST",
+                "Create an IP range (admin): type, start_ip, end_ip, subnet, comment.",
+            ),
+        ],
+    },
+    Resource {
+        name: "SpacesHandler",
+        doc: "Manage spaces.",
+        path: "spaces/",
+        ops: &[
+            crud("read", "GET", "List spaces."),
+            crud("create", "POST", "Create a space (admin)."),
+        ],
+    },
+    Resource {
+        name: "DomainsHandler",
+        doc: "Manage DNS domains.",
+        path: "domains/",
+        ops: &[
+            crud("read", "GET", "List domains."),
+            crud("create", "POST", "Create a domain (admin)."),
+        ],
+    },
+    Resource {
         name: "UsersHandler",
         doc: "Manage the user accounts of this MAAS.",
         path: "users/",

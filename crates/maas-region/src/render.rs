@@ -154,6 +154,19 @@ impl Ctx {
         s
     }
 
+    pub(crate) fn ip_range(&self, x: &maas_core::network::IpRange) -> Value {
+        json!({
+            "id": x.id.0,
+            "type": x.kind.as_str(),
+            "start_ip": x.start.to_string(),
+            "end_ip": x.end.to_string(),
+            "comment": x.comment,
+            "user": null,
+            "subnet": self.subnets.get(&x.subnet.0).map(|s| self.subnet(s)),
+            "resource_uri": format!("{API}/ipranges/{}/", x.id.0),
+        })
+    }
+
     pub(crate) fn subnet_by_id(&self, id: i64) -> Option<&Subnet> {
         self.subnets.get(&id)
     }
@@ -378,6 +391,18 @@ pub(crate) fn pool(p: &ResourcePool) -> Value {
         "name": p.name,
         "description": p.description,
         "resource_uri": format!("{API}/resourcepool/{}/", p.id.0),
+    })
+}
+
+pub(crate) fn domain(d: &maas_core::org::Domain) -> Value {
+    json!({
+        "id": d.id.0,
+        "name": d.name,
+        "ttl": d.ttl,
+        "authoritative": d.authoritative,
+        "resource_record_count": 0,
+        "is_default": d.name == "maas",
+        "resource_uri": format!("{API}/domains/{}/", d.id.0),
     })
 }
 

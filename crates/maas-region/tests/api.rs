@@ -584,6 +584,101 @@ fn tags_are_made_applied_listed_and_used_by_allocation() {
 }
 
 #[test]
+fn ip_ranges_spaces_and_domains() {
+    let (lab, _, _) = lab();
+    let admin = Some(&lab.admin);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/subnets/"),
+        "cidr=10.55.0.0%2F24",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/ipranges/"),
+        "type=dynamic&start_ip=10.55.0.100&end_ip=10.55.0.199&comment=pxe",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let x: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (x["type"].as_str(), x["subnet"]["cidr"].as_str()),
+        (Some("dynamic"), Some("10.55.0.0/24"))
+    );
+    // Overlapping, outside any subnet, or of an unknown type: 4xx naming why.
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/ipranges/"),
+        "type=reserved&start_ip=10.55.0.150&end_ip=10.55.0.160",
+    );
+    assert!(
+        r.status == 400 || r.status == 409,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/ipranges/"),
+        "type=dynamic&start_ip=192.0.2.1&end_ip=192.0.2.9",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("start_ip"), "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/ipranges/"),
+        "type=weird&start_ip=10.55.0.1&end_ip=10.55.0.2",
+    );
+    assert!(r.body.contains("type"), "{}", r.body);
+    let list: serde_json::Value =
+        serde_json::from_str(&get(&lab, Some(&lab.bob), &format!("{API}/ipranges/")).body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &format!("{API}/ipranges/"),
+            "type=dynamic"
+        )
+        .status,
+        403
+    );
+
+    let r = post(&lab, admin, &format!("{API}/spaces/"), "name=storage");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let spaces: serde_json::Value =
+        serde_json::from_str(&get(&lab, admin, &format!("{API}/spaces/")).body).unwrap();
+    assert!(
+        spaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "storage"),
+        "{spaces}"
+    );
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/domains/"),
+        "name=lab.example&authoritative=false",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let domains: serde_json::Value =
+        serde_json::from_str(&get(&lab, admin, &format!("{API}/domains/")).body).unwrap();
+    let d = domains
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "lab.example")
+        .unwrap();
+    assert_eq!(d["authoritative"], false);
+}
+
+#[test]
 fn login_with_username_and_password() {
     let (lab, _, _) = lab();
     let ok = request(
@@ -937,6 +1032,9 @@ mod random_input {
         "subnets/1/",
         "users/",
         "users/bob/",
+        "ipranges/",
+        "spaces/",
+        "domains/",
         "account/",
         "describe/",
         "version/",

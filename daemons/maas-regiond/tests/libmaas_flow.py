@@ -63,6 +63,15 @@ lab = [f for f in fabrics if f.name == "fabric-lab"]
 assert lab and [v.vid for v in lab[0].vlans] == [0], fabrics
 zones = [z.name for z in admin.zones.list()]
 assert zones == ["default"], zones
+st, body = raw("POST", "/api/2.0/ipranges/", ADMIN_KEY,
+               {"type": "dynamic", "start_ip": "10.99.0.100", "end_ip": "10.99.0.199"})
+assert st == 200, (st, body)
+ranges = admin.ip_ranges.list()
+assert [(str(r.start_ip), str(r.end_ip)) for r in ranges] == [("10.99.0.100", "10.99.0.199")], ranges
+raw("POST", "/api/2.0/spaces/", ADMIN_KEY, {"name": "storage"})
+assert "storage" in [sp.name for sp in admin.spaces.list()]
+raw("POST", "/api/2.0/domains/", ADMIN_KEY, {"name": "lab.example"})
+assert "lab.example" in [d.name for d in admin.domains.list()]
 
 # Enlist three machines as an admin; each starts commissioning.
 machines = []
