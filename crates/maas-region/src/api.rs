@@ -402,10 +402,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                         .await?;
                     let ctx = Ctx::load(r.region).await?;
                     ok(Value::Array(
-                        machines
-                            .iter()
-                            .map(|m| r.region.render_machine(&ctx, m))
-                            .collect(),
+                        machines.iter().map(|m| ctx.machine(m)).collect(),
                     ))
                 }
                 _ => {
@@ -614,16 +611,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         }
         ("SpacesHandler", "read") => {
             let spaces = r.region.store().space_list().await?;
-            ok(Value::Array(
-                spaces
-                    .iter()
-                    .map(|s| {
-                        json!({"id": s.id.0, "name": s.name, "description": s.description,
-                        "vlans": [], "subnets": [],
-                        "resource_uri": format!("/MAAS/api/2.0/spaces/{}/", s.id.0)})
-                    })
-                    .collect(),
-            ))
+            ok(Value::Array(spaces.iter().map(render::space).collect()))
         }
         ("SpacesHandler", "create") => {
             r.admin()?;
@@ -636,11 +624,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 .store()
                 .space_create(name, r.params.get("description").unwrap_or(""))
                 .await?;
-            ok(
-                json!({"id": s.id.0, "name": s.name, "description": s.description,
-                "vlans": [], "subnets": [],
-                "resource_uri": format!("/MAAS/api/2.0/spaces/{}/", s.id.0)}),
-            )
+            ok(render::space(&s))
         }
         ("DomainsHandler", "read") => {
             let domains = r.region.store().domain_list().await?;
@@ -869,21 +853,14 @@ fn ids(raw: &[String]) -> Result<Vec<SystemId>, ApiError> {
 }
 
 fn status_by_name(name: &str) -> Option<NodeStatus> {
-    (0..=30)
-        .filter_map(NodeStatus::from_code)
+    NodeStatus::ALL
+        .into_iter()
         .find(|s| s.name().eq_ignore_ascii_case(name))
 }
 
 async fn render_one(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
     let ctx = Ctx::load(r.region).await?;
-    ok(r.region.render_machine(&ctx, m))
-}
-
-impl Region {
-    pub(crate) fn render_machine(&self, ctx: &Ctx, m: &Machine) -> Value {
-        let _ = self;
-        ctx.machine(m, Some((m.osystem.as_str(), m.distro_series.as_str())))
-    }
+    ok(ctx.machine(m))
 }
 
 async fn machines_read(r: &Req<'_>, allocated_only: bool) -> Result<Response, ApiError> {
@@ -919,16 +896,15 @@ async fn machines_read(r: &Req<'_>, allocated_only: bool) -> Result<Response, Ap
     let machines = r.region.store().machine_list(&filter).await?;
     let ctx = Ctx::load(r.region).await?;
     ok(Value::Array(
-        machines
-            .iter()
-            .map(|m| r.region.render_machine(&ctx, m))
-            .collect(),
+        machines.iter().map(|m| ctx.machine(m)).collect(),
     ))
 }
 
-async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
-    r.admin()?;
-    let p = &r.params;
+/// The machine a create or an enlistment describes: the architecture
+/// (`arch/subarch`, or `arch` plus `subarchitecture`), the MACs (each an
+/// `ethN`, the first one booting), the hostname (default `node-<system_id>`),
+/// the power type (default `manual`) and its parameters.
+fn machine_from_form(p: &Params) -> Result<Machine, ApiError> {
     let arch = p
         .get("architecture")
         .ok_or_else(|| ApiError::required("architecture"))?;
@@ -949,7 +925,7 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
             Hostname::parse(&format!("node-{id}")).map_err(|e| ApiError::Internal(e.to_string()))?
         }
     };
-    let mut m = Machine::new(id.clone(), hostname, architecture, chrono::Utc::now());
+    let mut m = Machine::new(id, hostname, architecture, chrono::Utc::now());
     for (n, mac) in macs.iter().enumerate() {
         let mac = MacAddress::parse(mac)
             .map_err(|e| ApiError::invalid("mac_addresses", e.to_string()))?;
@@ -957,6 +933,16 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
             .push(Interface::physical(format!("eth{n}"), mac));
     }
     m.boot_interface = Some("eth0".into());
+    m.power_type = p.get("power_type").unwrap_or("manual").to_owned();
+    m.power_parameters = power_parameters(p)?;
+    Ok(m)
+}
+
+async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
+    r.admin()?;
+    let p = &r.params;
+    let mut m = machine_from_form(p)?;
+    let id = m.system_id.clone();
     if let Some(d) = p.get("description") {
         m.description = d.to_owned();
     }
@@ -966,8 +952,6 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
     if let Some(pool) = p.get("pool") {
         m.pool = pool.to_owned();
     }
-    m.power_type = p.get("power_type").unwrap_or("manual").to_owned();
-    m.power_parameters = power_parameters(p)?;
     let actor = r.actor();
     let store = r.region.store();
     let mut m = store.machine_create(&m, &actor).await?;
@@ -985,57 +969,23 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
 /// otherwise a New machine is created. The answer is the anonymous view.
 async fn machines_enlist(r: &Req<'_>) -> Result<Response, ApiError> {
     let p = &r.params;
-    let arch = p
-        .get("architecture")
-        .ok_or_else(|| ApiError::required("architecture"))?;
-    let arch = match p.get("subarchitecture") {
-        Some(sub) if !arch.contains('/') => format!("{arch}/{sub}"),
-        _ => arch.to_owned(),
-    };
-    let architecture =
-        Architecture::parse(&arch).map_err(|e| ApiError::invalid("architecture", e.to_string()))?;
-    let mut macs = Vec::new();
-    for mac in p.get_all("mac_addresses") {
-        macs.push(
-            MacAddress::parse(&mac)
-                .map_err(|e| ApiError::invalid("mac_addresses", e.to_string()))?,
-        );
-    }
-    if macs.is_empty() {
-        return Err(ApiError::required("mac_addresses"));
-    }
+    let new = machine_from_form(p)?;
     let store = r.region.store();
-    let power = power_parameters(p)?;
-    for mac in &macs {
-        if let Some(mut m) = store.machine_get_by_mac(*mac).await?
+    for mac in new.interfaces.iter().filter_map(|i| i.mac) {
+        if let Some(mut m) = store.machine_get_by_mac(mac).await?
             && matches!(m.status, NodeStatus::New | NodeStatus::Commissioning)
         {
-            if let Some(t) = p.get("power_type") {
-                m.power_type = t.to_owned();
+            if p.get("power_type").is_some() {
+                m.power_type = new.power_type.clone();
             }
-            if !power.0.is_empty() {
-                m.power_parameters = power.clone();
+            if !new.power_parameters.0.is_empty() {
+                m.power_parameters = new.power_parameters.clone();
             }
             let m = store.machine_update(&m).await?;
             return ok(anon_view(&m));
         }
     }
-    let id = SystemId::random();
-    let hostname = match p.get("hostname") {
-        Some(h) => Hostname::parse(h).map_err(|e| ApiError::invalid("hostname", e.to_string()))?,
-        None => {
-            Hostname::parse(&format!("node-{id}")).map_err(|e| ApiError::Internal(e.to_string()))?
-        }
-    };
-    let mut m = Machine::new(id, hostname, architecture, chrono::Utc::now());
-    for (n, mac) in macs.into_iter().enumerate() {
-        m.interfaces
-            .push(Interface::physical(format!("eth{n}"), mac));
-    }
-    m.boot_interface = Some("eth0".into());
-    m.power_type = p.get("power_type").unwrap_or("manual").to_owned();
-    m.power_parameters = power;
-    let m = store.machine_create(&m, &Actor::System).await?;
+    let m = store.machine_create(&new, &Actor::System).await?;
     ok(anon_view(&m))
 }
 
@@ -1113,7 +1063,7 @@ async fn machines_allocate(r: &Req<'_>) -> Result<Response, ApiError> {
         r.region.rotate_node_token(&m.system_id).await?;
     }
     let ctx = Ctx::load(r.region).await?;
-    let mut v = r.region.render_machine(&ctx, &m);
+    let mut v = ctx.machine(&m);
     v["constraints_by_type"] = json!({});
     ok(v)
 }
@@ -1208,28 +1158,12 @@ async fn curtin_config(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
                 .filter_map(|a| a.ip),
         );
     }
-    let base = match &r.region.config().boot_server_url {
-        Some(u) => u.clone(),
-        None => format!(
-            "http://{}",
-            r.headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost:5240")
-        ),
-    };
+    let base = r.region.boot_base(r.headers);
     let endpoint = maas_curtin::MetadataEndpoint::new(&base)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let token = r.region.node_token(&m.system_id).await?;
     let credentials = maas_curtin::NodeCredentials::from(&token);
-    let (osystem, series) = if m.distro_series.is_empty() {
-        (
-            r.region.config().default_osystem.clone(),
-            r.region.config().default_distro_series.clone(),
-        )
-    } else {
-        (m.osystem.clone(), m.distro_series.clone())
-    };
+    let (osystem, series) = r.region.os_release(m);
     let arch = m.architecture.to_string();
     let (arch, sub) = arch.split_once('/').unwrap_or((arch.as_str(), "generic"));
     let image = maas_curtin::ImageSource {

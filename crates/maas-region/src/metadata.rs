@@ -15,6 +15,34 @@ use crate::error::ApiError;
 use crate::params::Params;
 
 impl Region {
+    /// Where deploying machines reach the metadata service and the images:
+    /// the configured boot server, else the address this request came to.
+    pub(crate) fn boot_base(&self, headers: &HeaderMap) -> String {
+        match &self.config().boot_server_url {
+            Some(u) => u.clone(),
+            None => format!(
+                "http://{}",
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost:5240")
+            ),
+        }
+    }
+
+    /// The machine's `(osystem, series)`, or the configured defaults when it
+    /// has no deployment.
+    pub(crate) fn os_release(&self, m: &maas_core::machine::Machine) -> (String, String) {
+        if m.distro_series.is_empty() {
+            (
+                self.config().default_osystem.clone(),
+                self.config().default_distro_series.clone(),
+            )
+        } else {
+            (m.osystem.clone(), m.distro_series.clone())
+        }
+    }
+
     /// Records what a deployment was asked for on the machine itself (so a
     /// region restart keeps it).
     pub(crate) async fn remember_deployment(
@@ -221,37 +249,21 @@ async fn preseed(
         NodeStatus::Deploying => P::Deploy,
         _ => P::Enlist,
     };
-    let base = match &region.config().boot_server_url {
-        Some(u) => u.clone(),
-        None => format!(
-            "http://{}",
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost:5240")
-        ),
-    };
+    let base = region.boot_base(headers);
     let endpoint = maas_curtin::MetadataEndpoint::new(&base)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let token = region.node_token(id).await?;
     let credentials = maas_curtin::NodeCredentials::from(&token);
     let templates = maas_curtin::TemplateStore::builtin();
     let apt = maas_curtin::AptConfig::default();
-    let (osystem, release) = if m.distro_series.is_empty() {
-        (
-            region.config().default_osystem.as_str(),
-            region.config().default_distro_series.as_str(),
-        )
-    } else {
-        (m.osystem.as_str(), m.distro_series.as_str())
-    };
+    let (osystem, release) = region.os_release(&m);
     let ctx = maas_curtin::NodeContext {
         machine: Some(&m),
         credentials: Some(&credentials),
         endpoint: &endpoint,
         templates: &templates,
-        osystem,
-        release,
+        osystem: &osystem,
+        release: &release,
         apt: &apt,
         ntp_servers: &[],
         agent_command: "/usr/bin/maas-agent",

@@ -227,7 +227,7 @@ impl Ctx {
     }
 
     /// A machine as `MachineHandler` renders it.
-    pub(crate) fn machine(&self, m: &Machine, deployed: Option<(&str, &str)>) -> Value {
+    pub(crate) fn machine(&self, m: &Machine) -> Value {
         let sid = m.system_id.to_string();
         let interfaces: Vec<Value> = m.interfaces.iter().map(|i| self.interface(m, i)).collect();
         let boot = m
@@ -247,7 +247,6 @@ impl Ctx {
             .iter()
             .map(|d| d.size_bytes as f64 / 1e6)
             .sum();
-        let (osystem, series) = deployed.unwrap_or(("", ""));
         let hw = &m.hardware;
         let unknown = |s: &str| {
             if s.is_empty() {
@@ -280,8 +279,8 @@ impl Ctx {
             "status_name": m.status.label(),
             "status_action": null,
             "status_message": null,
-            "osystem": osystem,
-            "distro_series": series,
+            "osystem": m.osystem,
+            "distro_series": m.distro_series,
             "ephemeral_deploy": m.ephemeral_deploy,
             "error_description": m.error_description,
             "netboot": true,
@@ -391,6 +390,17 @@ pub(crate) fn pool(p: &ResourcePool) -> Value {
         "name": p.name,
         "description": p.description,
         "resource_uri": format!("{API}/resourcepool/{}/", p.id.0),
+    })
+}
+
+pub(crate) fn space(s: &maas_core::network::Space) -> Value {
+    json!({
+        "id": s.id.0,
+        "name": s.name,
+        "description": s.description,
+        "vlans": [],
+        "subnets": [],
+        "resource_uri": format!("{API}/spaces/{}/", s.id.0),
     })
 }
 
