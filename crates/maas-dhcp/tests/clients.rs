@@ -170,6 +170,26 @@ impl Lab {
         .expect("socket thread")
     }
 
+    /// Runs busybox udhcpc once (`-q`: quit with a lease) in the client
+    /// namespace with `hook` as its script, asking for options 66 and 67.
+    fn udhcpc(&self, hook: &Path, extra: &[&str]) -> Result<String, String> {
+        let mut args = vec!["ip", "netns", "exec", &self.client_ns, "busybox", "udhcpc"];
+        args.extend_from_slice(&[
+            "-i",
+            &self.client_if,
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "5",
+            "-T",
+            "1",
+        ]);
+        args.extend_from_slice(&["-s", hook.to_str().unwrap(), "-O", "tftp", "-O", "bootfile"]);
+        args.extend_from_slice(extra);
+        sh(&args)
+    }
+
     /// The server interface's neighbour table, opened inside its namespace.
     fn neighbour_table(&self) -> NeighbourTable {
         let ns = format!("/var/run/netns/{}", self.server_ns);
@@ -227,6 +247,22 @@ fn hosts(lab: &Lab) -> StaticHosts {
     h
 }
 
+/// A udhcpc script that saves the variables it sees on `bound` to
+/// `dir/bound.env` (read back with [`env_of`]).
+fn bound_hook(dir: &Path) -> std::path::PathBuf {
+    let hook = dir.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && set > {}/bound.env\nexit 0\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
+    hook
+}
+
 /// Runs a hook-driven client and returns the variables its hook saw on `bound`.
 fn env_of(file: &Path) -> HashMap<String, String> {
     std::fs::read_to_string(file)
@@ -255,43 +291,8 @@ async fn udhcpc_gets_a_lease_with_pxe_boot_options_and_ipxe_gets_its_script() {
     let metrics = server.metrics();
     tokio::spawn(server.serve());
 
-    let hook = dir.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && set > {}/bound.env\nexit 0\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "ip",
-            "netns",
-            "exec",
-            &lab.client_ns,
-            "busybox",
-            "udhcpc",
-            "-i",
-            &lab.client_if,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            hook.to_str().unwrap(),
-            "-O",
-            "tftp",
-            "-O",
-            "bootfile",
-        ];
-        args.extend_from_slice(extra);
-        sh(&args)
-    };
+    let hook = bound_hook(dir.path());
+    let run = |extra: &[&str]| lab.udhcpc(&hook, extra);
     // BIOS PXE fingerprint: vendor class and architecture 0.
     run(&[
         "-V",
@@ -561,29 +562,16 @@ async fn a_client_without_an_address_gets_unicast_replies_through_a_neighbour_en
     let metrics = server.metrics();
     tokio::spawn(server.serve());
 
-    let hook = dir.path().join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo $ip > {}/ip\nexit 0\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "755", hook.to_str().unwrap()]).unwrap();
+    let hook = bound_hook(dir.path());
     let udhcpc = |extra: &[&str]| {
-        let mut args = vec!["ip", "netns", "exec", &lab.client_ns, "busybox", "udhcpc"];
-        args.extend_from_slice(&["-i", &lab.client_if, "-f", "-q", "-n", "-t", "5", "-T", "1"]);
-        args.extend_from_slice(&["-s", hook.to_str().unwrap()]);
-        args.extend_from_slice(extra);
-        sh(&args).expect("udhcpc got a lease");
+        lab.udhcpc(&hook, extra).expect("udhcpc got a lease");
     };
 
     // udhcpc sets no broadcast flag: OFFER and ACK go to the new address
     // at the client's MAC.
     let seen = capture_replies(&lab, 2, || udhcpc(&[]));
-    let ip = std::fs::read_to_string(dir.path().join("ip")).unwrap();
-    let ip = ip.trim();
+    let ip = env_of(&dir.path().join("bound.env"))["ip"].clone();
+    let ip = ip.as_str();
     let replies: Vec<&str> = seen.lines().filter(|l| l.contains(".67 > ")).collect();
     assert_eq!(replies.len(), 2, "{seen}");
     for r in &replies {
