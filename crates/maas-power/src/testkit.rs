@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use crate::descriptor::{DriverDescriptor, FieldType};
 use crate::driver::{BootOverride, BootPersistence, PowerState};
 use crate::error::PowerError;
-use crate::executor::{Executor, PowerAction, Step};
+use crate::executor::{Executor, ExecutorError, PowerAction, Step};
 use crate::registry::{BoundDriver, Registry};
 
 /// Runs every check: the descriptor, bad settings, then the power round
@@ -57,6 +57,22 @@ pub async fn run_battery(
     if let Err(e) = bound.driver().close().await {
         panic!("testkit: {driver}: close failed: {e}");
     }
+}
+
+/// Asserts that an action failed for good on the BMC refusing the
+/// credentials (a fatal [`PowerError::Auth`]), as a wrong password must.
+#[track_caller]
+pub fn assert_fatal_auth(err: &ExecutorError) {
+    assert!(
+        matches!(
+            err,
+            ExecutorError::Fatal {
+                source: PowerError::Auth { .. },
+                ..
+            }
+        ),
+        "expected a fatal authentication error, got {err:?}"
+    );
 }
 
 /// The descriptor is usable by APIs and UIs: a lower-case name, a

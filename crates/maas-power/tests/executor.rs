@@ -208,16 +208,7 @@ async fn auth_failure_stops_at_once() {
         .run(&bind(sim.clone(), "10.0.0.1"), PowerAction::Off)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     assert!(!err.is_retryable());
     assert_eq!(sim.calls(), ["query"]);
     assert_eq!(err.steps().len(), 1);

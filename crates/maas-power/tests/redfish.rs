@@ -239,16 +239,7 @@ async fn redfish_basic_auth_power_and_boot_override() {
         )
         .unwrap();
     let err = ex.run(&wrong, PowerAction::On).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     assert_eq!(err.steps().len(), 1);
 }
 
@@ -615,16 +606,7 @@ async fn redfish_sessions_where_offered_renewed_after_a_401_and_deleted_on_close
     // A wrong password: the session is refused; fatal, no retries.
     let wrong = bind("wrong");
     let err = ex.run(&wrong, PowerAction::Query).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     assert_eq!(err.steps().len(), 1);
     assert_eq!(log.lock().unwrap().created, 2);
 }

@@ -295,16 +295,7 @@ async fn ucsm_errors_and_cookie_renewal() {
     // Wrong password: error 551, fatal after one call.
     let wrong = bind("org-root/ls-node1", "nope");
     let err = ex.run(&wrong, PowerAction::Off).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     assert_eq!(err.steps().len(), 1);
 
     // An unknown profile, and one with no blade: settings problems.

@@ -177,16 +177,7 @@ async fn secrets_never_reach_the_logs_of_a_failing_action() {
         .run(&node, PowerAction::On)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     tracing::error!(error = %err, debug = ?err, "action failed");
 
     let logs = captured.text();

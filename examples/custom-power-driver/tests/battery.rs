@@ -79,16 +79,7 @@ async fn lineproto_errors_are_classified() {
         )
         .unwrap();
     let err = ex.run(&wrong, PowerAction::On).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecutorError::Fatal {
-                source: PowerError::Auth { .. },
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    maas_power::testkit::assert_fatal_auth(&err);
     assert_eq!(err.steps().len(), 1);
 
     let missing = r
