@@ -445,6 +445,10 @@ pub struct Machine {
     pub distro_series: String,
     /// The user data of the current deployment, served to the deployed OS.
     pub user_data: Option<UserData>,
+    /// What the owner (or its workload) attached to the machine: MAAS's
+    /// `owner_data`, later called `workload_annotations`. Cleared on release.
+    #[serde(default)]
+    pub owner_data: BTreeMap<String, String>,
     /// Free text.
     pub description: String,
     /// Why the last operation failed, or the mark-broken comment.
@@ -491,6 +495,7 @@ impl Machine {
             osystem: String::new(),
             distro_series: String::new(),
             user_data: None,
+            owner_data: BTreeMap::new(),
             description: String::new(),
             error_description: String::new(),
             status_deadline: None,

@@ -129,6 +129,20 @@ pub struct MachineFilter {
     pub limit: Option<u64>,
 }
 
+/// What identifies one stored state of a machine: its `version` rises with
+/// every write to the machine or its children (interfaces, links, disks,
+/// tags), and `created` tells a re-created machine with the same system id
+/// apart. Caches of rendered machines key on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MachineStamp {
+    /// The machine.
+    pub system_id: SystemId,
+    /// Its version.
+    pub version: i64,
+    /// When the record was created.
+    pub created: DateTime<Utc>,
+}
+
 /// What a successful allocation returns.
 #[derive(Debug, Clone)]
 pub struct Allocation {
@@ -157,6 +171,21 @@ pub trait MachineRepository: Send + Sync {
     /// Machines matching `filter`, each with interfaces, disks and tags, in a
     /// fixed number of queries whatever the count.
     async fn machine_list(&self, filter: &MachineFilter) -> RepoResult<Vec<Machine>>;
+    /// The stamps of the machines `filter` matches, in `machine_list`'s
+    /// order, without loading them: what a cache checks against. The default
+    /// loads the machines; stores override it with a narrow query.
+    async fn machine_stamps(&self, filter: &MachineFilter) -> RepoResult<Vec<MachineStamp>> {
+        Ok(self
+            .machine_list(filter)
+            .await?
+            .into_iter()
+            .map(|m| MachineStamp {
+                system_id: m.system_id,
+                version: m.version,
+                created: m.created,
+            })
+            .collect())
+    }
     /// Writes `machine` (all fields but status, owner and deadline, which only
     /// lifecycle calls change) if its `version` is still the stored one;
     /// otherwise [`RepositoryError::Conflict`]. Returns the new version.
@@ -351,4 +380,15 @@ pub trait Store:
 impl<T> Store for T where
     T: MachineRepository + NetworkRepository + OrgRepository + UserRepository + EventRepository
 {
+}
+
+/// The region's settings (`maas/?op=get_config|set_config`): names and
+/// their values as JSON text. Which names exist and what they hold is the
+/// region's business; the store keeps what was set.
+#[async_trait]
+pub trait ConfigRepository: Send + Sync {
+    /// Every setting that was set, name to JSON text.
+    async fn config_list(&self) -> RepoResult<std::collections::BTreeMap<String, String>>;
+    /// Sets (or replaces) one setting.
+    async fn config_set(&self, name: &str, json_value: &str) -> RepoResult<()>;
 }

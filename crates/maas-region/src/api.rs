@@ -53,7 +53,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
-fn ok(v: Value) -> Result<Response, ApiError> {
+pub(crate) fn ok(v: Value) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &v))
 }
 
@@ -200,16 +200,16 @@ async fn route_and_run(
     run(resource, op, req).await
 }
 
-struct Req<'a> {
-    region: &'a Region,
-    caller: Caller,
-    params: Params,
-    path: Vec<(&'static str, String)>,
-    headers: &'a HeaderMap,
+pub(crate) struct Req<'a> {
+    pub(crate) region: &'a Region,
+    pub(crate) caller: Caller,
+    pub(crate) params: Params,
+    pub(crate) path: Vec<(&'static str, String)>,
+    pub(crate) headers: &'a HeaderMap,
 }
 
 impl Req<'_> {
-    fn path(&self, name: &str) -> &str {
+    pub(crate) fn path(&self, name: &str) -> &str {
         self.path
             .iter()
             .find(|(k, _)| *k == name)
@@ -217,17 +217,17 @@ impl Req<'_> {
             .unwrap_or("")
     }
 
-    fn user(&self) -> &maas_core::account::User {
+    pub(crate) fn user(&self) -> &maas_core::account::User {
         // `run` is only reached with a user for non-anonymous operations.
         self.caller.user().expect("an authenticated user")
     }
 
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         let u = self.user();
         Actor::user(u.username.clone(), u.is_admin)
     }
 
-    fn admin(&self) -> Result<(), ApiError> {
+    pub(crate) fn admin(&self) -> Result<(), ApiError> {
         if self.user().is_admin {
             Ok(())
         } else {
@@ -237,14 +237,14 @@ impl Req<'_> {
         }
     }
 
-    fn system_id(&self) -> Result<SystemId, ApiError> {
+    pub(crate) fn system_id(&self) -> Result<SystemId, ApiError> {
         SystemId::parse(self.path("system_id"))
             .map_err(|_| ApiError::NotFound("No Machine matches the given query.".into()))
     }
 
     /// The machine, if the caller may see it (admins: all; users: Ready
     /// machines and their own).
-    async fn machine(&self) -> Result<Machine, ApiError> {
+    pub(crate) async fn machine(&self) -> Result<Machine, ApiError> {
         let id = self.system_id()?;
         let m = self
             .region
@@ -314,26 +314,13 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
             render_one(&r, &m).await
         }
         ("MachineHandler", name) => machine_op(&r, name).await,
-        ("InterfacesHandler", _) => {
+        ("InterfacesHandler", "read") => {
             let m = r.machine().await?;
             let ctx = Ctx::load(r.region).await?;
-            ok(Value::Array(
-                m.interfaces.iter().map(|i| ctx.interface(&m, i)).collect(),
-            ))
+            ok(crate::interfaces::list(&ctx, &m))
         }
-        ("InterfaceHandler", _) => {
-            let m = r.machine().await?;
-            let ctx = Ctx::load(r.region).await?;
-            let key = r.path("id");
-            let i = m
-                .interfaces
-                .iter()
-                .find(|i| i.id.is_some_and(|x| x.0.to_string() == key) || i.name == key)
-                .ok_or_else(|| {
-                    ApiError::NotFound("No Interface matches the given query.".into())
-                })?;
-            ok(ctx.interface(&m, i))
-        }
+        ("InterfacesHandler", name) => crate::interfaces::create(&r, name).await,
+        ("InterfaceHandler", name) => crate::interfaces::item(&r, name).await,
         ("BlockDevicesHandler", _) => {
             let m = r.machine().await?;
             ok(Value::Array(
@@ -668,6 +655,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
             ok(render::user(&u))
         }
         ("EventsHandler", "query") => events_query(&r).await,
+        ("MaasHandler", name) => crate::settings::run(&r, name).await,
         ("AccountHandler", "create_authorisation_token") => {
             let name = r.params.get("name").unwrap_or("MAAS consumer");
             let t = r.region.store().token_create(r.user().id, name).await?;
@@ -893,11 +881,13 @@ async fn machines_read(r: &Req<'_>, allocated_only: bool) -> Result<Response, Ap
     if !me.is_admin {
         filter.visible_to = Some(me.username.clone());
     }
-    let machines = r.region.store().machine_list(&filter).await?;
-    let ctx = Ctx::load(r.region).await?;
-    ok(Value::Array(
-        machines.iter().map(|m| ctx.machine(m)).collect(),
-    ))
+    let (resp, stats) = r.region.machine_list_response(&filter).await?;
+    tracing::debug!(
+        listed = stats.listed,
+        rendered = stats.rendered,
+        "machine list"
+    );
+    Ok(resp)
 }
 
 /// The machine a create or an enlistment describes: the architecture
@@ -1238,13 +1228,16 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 ),
                 None => None,
             };
-            let series = r
-                .params
-                .get("distro_series")
-                .unwrap_or(&r.region.config().default_distro_series);
+            let (default_os, default_series) = r.region.default_release().await?;
+            let series = r.params.get("distro_series").unwrap_or(&default_series);
             let (osystem, series) = match series.split_once('/') {
                 Some((o, s)) => (o.to_owned(), s.to_owned()),
-                None => (r.region.config().default_osystem.clone(), series.to_owned()),
+                None => (
+                    r.params
+                        .get("osystem")
+                        .map_or(default_os.clone(), str::to_owned),
+                    series.to_owned(),
+                ),
             };
             let _ = m;
             perform(Action::Deploy).await?;
@@ -1272,6 +1265,59 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 tracing::warn!(system_id = %id, error = %e, "power off after abort failed");
             }
             store.machine_get(&id).await?
+        }
+        "test" => {
+            let m = perform(Action::Test).await?;
+            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedTesting).await?
+        }
+        "rescue_mode" => {
+            // The ephemeral environment boots with the rescue purpose and
+            // signals OK once it is up (-> Rescue mode).
+            let m = perform(Action::RescueMode).await?;
+            power_or_fail(
+                r,
+                &m,
+                PowerRequest::On,
+                NodeStatus::FailedEnteringRescueMode,
+            )
+            .await?
+        }
+        "exit_rescue_mode" => {
+            let m = perform(Action::ExitRescueMode).await?;
+            // Back to where it came from: a deployed machine boots its own
+            // disk again, anything else is switched off.
+            let back = m.previous_status.unwrap_or(NodeStatus::Ready);
+            let power = if back == NodeStatus::Deployed {
+                PowerRequest::On
+            } else {
+                PowerRequest::Off
+            };
+            power_or_fail(r, &m, power, NodeStatus::FailedExitingRescueMode).await?;
+            store
+                .machine_set_status(&id, back, "exited rescue mode")
+                .await?
+        }
+        "set_owner_data" | "set_workload_annotations" => {
+            let me = r.user();
+            if m.owner.is_none() {
+                return Err(ApiError::Conflict(format!(
+                    "Cannot set {name} on {id}: it is not allocated to anyone."
+                )));
+            }
+            if !me.is_admin && m.owner.as_deref() != Some(me.username.as_str()) {
+                return Err(ApiError::Forbidden(
+                    "Only the machine's owner or an admin may set this.".into(),
+                ));
+            }
+            let mut m = m;
+            for (k, v) in r.params.pairs() {
+                if v.is_empty() {
+                    m.owner_data.remove(k);
+                } else {
+                    m.owner_data.insert(k.to_owned(), v.to_owned());
+                }
+            }
+            store.machine_update(&m).await?
         }
         "mark_broken" => {
             let mut opts = opts.clone();

@@ -65,6 +65,15 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ops: &[anon(crud("read", "GET", "This document."))],
     },
     Resource {
+        name: "MaasHandler",
+        doc: "Manage the MAAS server's settings.",
+        path: "maas/",
+        ops: &[
+            op("get_config", "GET", "A setting's value, as JSON (admin)."),
+            op("set_config", "POST", "Set a setting (name, value; admin)."),
+        ],
+    },
+    Resource {
         name: "MachinesHandler",
         doc: "Manage the collection of all the machines in the MAAS.",
         path: "machines/",
@@ -116,6 +125,31 @@ pub(crate) static RESOURCES: &[Resource] = &[
             op("power_on", "POST", "Turn on the machine."),
             op("power_off", "POST", "Turn off the machine."),
             op("query_power_state", "GET", "The machine's power state."),
+            op(
+                "test",
+                "POST",
+                "Boot the ephemeral environment and run tests.",
+            ),
+            op(
+                "rescue_mode",
+                "POST",
+                "Boot the ephemeral environment for rescue.",
+            ),
+            op(
+                "exit_rescue_mode",
+                "POST",
+                "Leave rescue mode, back to the previous status.",
+            ),
+            op(
+                "set_owner_data",
+                "POST",
+                "Set (key=value) or clear (key=) the owner's data.",
+            ),
+            op(
+                "set_workload_annotations",
+                "POST",
+                "Set (key=value) or clear (key=) workload annotations.",
+            ),
             op("mark_broken", "POST", "Mark the machine broken."),
             op("mark_fixed", "POST", "Mark a broken machine fixed (admin)."),
             op("lock", "POST", "Lock the machine against changes."),
@@ -149,13 +183,54 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "InterfacesHandler",
         doc: "Manage the interfaces of a node.",
         path: "nodes/{system_id}/interfaces/",
-        ops: &[crud("read", "GET", "List the node's interfaces.")],
+        ops: &[
+            crud("read", "GET", "List the node's interfaces."),
+            op(
+                "create_physical",
+                "POST",
+                "Add a physical interface (mac_address; name, vlan, tags, mtu).",
+            ),
+            op(
+                "create_bond",
+                "POST",
+                "Bond physical interfaces (name, parents; bond_mode, bond_miimon, ...).",
+            ),
+            op(
+                "create_vlan",
+                "POST",
+                "A VLAN interface on a parent (vlan, parent).",
+            ),
+            op(
+                "create_bridge",
+                "POST",
+                "A bridge over a parent (name or parent; bridge_type, bridge_stp, bridge_fd).",
+            ),
+        ],
     },
     Resource {
         name: "InterfaceHandler",
         doc: "Manage an interface of a node.",
         path: "nodes/{system_id}/interfaces/{id}/",
-        ops: &[crud("read", "GET", "Read an interface.")],
+        ops: &[
+            crud("read", "GET", "Read an interface."),
+            crud(
+                "update",
+                "PUT",
+                "Update an interface (name, mac_address, vlan, tags, mtu, bond_*, bridge_*, link state and speeds).",
+            ),
+            crud(
+                "delete",
+                "DELETE",
+                "Delete an interface no other interface uses.",
+            ),
+            op(
+                "link_subnet",
+                "POST",
+                "Link to a subnet (mode AUTO, DHCP, STATIC or LINK_UP; subnet; ip_address for STATIC).",
+            ),
+            op("unlink_subnet", "POST", "Remove a link (id)."),
+            op("disconnect", "POST", "Remove every link and the VLAN."),
+        ],
     },
     Resource {
         name: "BlockDevicesHandler",

@@ -32,10 +32,13 @@ mod api;
 mod auth;
 mod describe;
 mod error;
+mod interfaces;
+mod listing;
 mod metadata;
 mod params;
 mod rack;
 mod render;
+mod settings;
 
 use std::sync::Arc;
 
@@ -43,8 +46,8 @@ use axum::Router;
 use axum::routing::{any, get, post};
 use maas_core::account::User;
 use maas_core::repo::{
-    EventRepository, MachineRepository, NetworkRepository, OrgRepository, RepositoryError,
-    UserRepository,
+    ConfigRepository, EventRepository, MachineRepository, NetworkRepository, OrgRepository,
+    RepositoryError, UserRepository,
 };
 
 pub use auth::{hash_password, verify_password};
@@ -54,12 +57,22 @@ pub use rack::{NoRack, PowerRequest, RackControl, RackError, SimulatedRack};
 /// Everything the region needs from storage: the `maas-core` repository
 /// traits (implemented by `maas-store` for SQLite and PostgreSQL).
 pub trait RegionStore:
-    MachineRepository + UserRepository + OrgRepository + NetworkRepository + EventRepository
+    MachineRepository
+    + UserRepository
+    + OrgRepository
+    + NetworkRepository
+    + EventRepository
+    + ConfigRepository
 {
 }
 
 impl<T> RegionStore for T where
-    T: MachineRepository + UserRepository + OrgRepository + NetworkRepository + EventRepository
+    T: MachineRepository
+        + UserRepository
+        + OrgRepository
+        + NetworkRepository
+        + EventRepository
+        + ConfigRepository
 {
 }
 
@@ -117,6 +130,7 @@ struct Inner {
     nonces: auth::NonceCache,
     node_user: User,
     rack: Arc<dyn RackControl>,
+    machines: listing::MachineCache,
 }
 
 impl Region {
@@ -155,6 +169,7 @@ impl Region {
                 nonces: auth::NonceCache::default(),
                 node_user,
                 rack,
+                machines: listing::MachineCache::default(),
             }),
         })
     }

@@ -59,15 +59,21 @@ impl Region {
         Ok(self.store().machine_update(&m).await?)
     }
 
-    /// Clears the deployment's OS, series and user data (on release).
+    /// Clears the deployment's OS, series and user data, and the owner's
+    /// data (on release).
     pub(crate) async fn forget_deployment(&self, id: &SystemId) -> Result<(), ApiError> {
         let mut m = self.store().machine_get(id).await?;
-        if m.osystem.is_empty() && m.distro_series.is_empty() && m.user_data.is_none() {
+        if m.osystem.is_empty()
+            && m.distro_series.is_empty()
+            && m.user_data.is_none()
+            && m.owner_data.is_empty()
+        {
             return Ok(());
         }
         m.osystem.clear();
         m.distro_series.clear();
         m.user_data = None;
+        m.owner_data.clear();
         self.store().machine_update(&m).await?;
         Ok(())
     }
@@ -282,7 +288,25 @@ async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Res
     let m = region.store().machine_get(node).await?;
     let next = match (m.status, status) {
         (_, "WORKING") => None,
-        (NodeStatus::Commissioning | NodeStatus::Testing, "OK") => Some(NodeStatus::Ready),
+        (NodeStatus::Commissioning, "OK") => Some(NodeStatus::Ready),
+        // Tests passed: back to what the machine was (a deployed machine
+        // stays deployed), Ready for a machine not yet in service.
+        (NodeStatus::Testing, "OK") => Some(
+            m.previous_status
+                .filter(|s| {
+                    matches!(
+                        s,
+                        NodeStatus::Ready
+                            | NodeStatus::Allocated
+                            | NodeStatus::Deployed
+                            | NodeStatus::Broken
+                            | NodeStatus::Reserved
+                    )
+                })
+                .unwrap_or(NodeStatus::Ready),
+        ),
+        (NodeStatus::EnteringRescueMode, "OK") => Some(NodeStatus::RescueMode),
+        (NodeStatus::EnteringRescueMode, "FAILED") => Some(NodeStatus::FailedEnteringRescueMode),
         (NodeStatus::Commissioning, "FAILED") => Some(NodeStatus::FailedCommissioning),
         (NodeStatus::Testing, "FAILED") => Some(NodeStatus::FailedTesting),
         (NodeStatus::DiskErasing, "OK") => Some(NodeStatus::Ready),

@@ -15,7 +15,9 @@ use crate::error::ApiError;
 const API: &str = "/MAAS/api/2.0";
 
 /// What rendering machines needs besides the machines: zones, pools and the
-/// network model, read once per request.
+/// network model, read once per request. Comparable, so cached renderings
+/// know whether they are still current.
+#[derive(PartialEq)]
 pub(crate) struct Ctx {
     zones: HashMap<String, Zone>,
     pools: HashMap<String, ResourcePool>,
@@ -264,8 +266,8 @@ impl Ctx {
                 "resource_record_count": 0, "is_default": true, "resource_uri": format!("{API}/domains/0/")},
             "fqdn": m.fqdn(),
             "owner": m.owner,
-            "owner_data": {},
-            "workload_annotations": {},
+            "owner_data": m.owner_data,
+            "workload_annotations": m.owner_data,
             "locked": m.locked,
             "architecture": m.architecture.to_string(),
             "min_hwe_kernel": "",

@@ -1140,3 +1140,557 @@ mod random_input {
         lab()
     }
 }
+
+/// The list answers from a cache of rendered machines; after every kind of
+/// change (through the API, or straight in the store as another region
+/// would write it) each listed machine must equal the machine read alone,
+/// which is rendered fresh.
+#[test]
+fn the_machine_list_is_never_stale() {
+    let (lab, ready, bobs) = lab();
+    let admin = Some(&lab.admin);
+    let listed = |lab: &Lab| -> Vec<serde_json::Value> {
+        let r = get(lab, Some(&lab.admin), &format!("{API}/machines/"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.header("Content-Length").and_then(|l| l.parse().ok()),
+            Some(r.body.len()),
+            "the declared length is the body's"
+        );
+        let all: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let all = all.as_array().unwrap().clone();
+        for m in &all {
+            let sid = m["system_id"].as_str().unwrap();
+            let one = get(lab, Some(&lab.admin), &format!("{API}/machines/{sid}/"));
+            let one: serde_json::Value = serde_json::from_str(&one.body).unwrap();
+            assert_eq!(m, &one, "the listed {sid} differs from a fresh read");
+        }
+        all
+    };
+    let find = |all: &[serde_json::Value], id: &SystemId| -> serde_json::Value {
+        all.iter()
+            .find(|m| m["system_id"] == id.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed"))
+    };
+    assert_eq!(listed(&lab).len(), 2);
+    // An update through the API.
+    let auth = oauth(&lab.admin);
+    let r = request(
+        lab.addr,
+        "PUT",
+        &format!("{API}/machines/{ready}/"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"hostname=renamed",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(find(&listed(&lab), &ready)["hostname"], "renamed");
+    // Tags set by name (machine_tag rows only), then the tag deleted.
+    assert_eq!(
+        post(&lab, admin, &format!("{API}/tags/"), "name=fast").status,
+        200
+    );
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/tags/fast/?op=update_nodes"),
+        &format!("add={ready}&add={bobs}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        find(&listed(&lab), &bobs)["tag_names"],
+        serde_json::json!(["fast"])
+    );
+    let r = request(
+        lab.addr,
+        "DELETE",
+        &format!("{API}/tags/fast/"),
+        &[("Authorization", &oauth(&lab.admin))],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        find(&listed(&lab), &ready)["tag_names"],
+        serde_json::json!([])
+    );
+    // The context: a zone the machine is in gets deleted; the machine moves
+    // to the default zone.
+    assert_eq!(
+        post(
+            &lab,
+            admin,
+            &format!("{API}/zones/"),
+            "name=rack-9&description=ninth"
+        )
+        .status,
+        200
+    );
+    let r = request(
+        lab.addr,
+        "PUT",
+        &format!("{API}/machines/{ready}/"),
+        &[
+            ("Authorization", &oauth(&lab.admin)),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"zone=rack-9",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(find(&listed(&lab), &ready)["zone"]["description"], "ninth");
+    let r = request(
+        lab.addr,
+        "DELETE",
+        &format!("{API}/zones/rack-9/"),
+        &[("Authorization", &oauth(&lab.admin))],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(find(&listed(&lab), &ready)["zone"]["name"], "default");
+    // A write another region makes: straight into the shared store.
+    lab._rt.block_on(async {
+        let mut m = lab.store.machine_get(&bobs).await.unwrap();
+        m.description = "written by region two".into();
+        lab.store.machine_update(&m).await.unwrap();
+    });
+    assert_eq!(
+        find(&listed(&lab), &bobs)["description"],
+        "written by region two"
+    );
+    // A lifecycle change, then a delete.
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{bobs}/?op=release"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(find(&listed(&lab), &bobs)["status_name"], "Ready");
+    let r = request(
+        lab.addr,
+        "DELETE",
+        &format!("{API}/machines/{bobs}/"),
+        &[("Authorization", &oauth(&lab.admin))],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let all = listed(&lab);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["system_id"], ready.to_string());
+    // Bob, not an admin, sees the Ready machine through the same cache.
+    let r = get(&lab, Some(&lab.bob), &format!("{API}/machines/"));
+    let mine: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+}
+
+fn put(lab: &Lab, who: &ApiToken, path: &str, form: &str) -> Resp {
+    let auth = oauth(who);
+    request(
+        lab.addr,
+        "PUT",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        form.as_bytes(),
+    )
+}
+
+fn json_of(r: &Resp) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
+}
+
+/// Interfaces: physical, bond, VLAN and bridge interfaces made and changed,
+/// subnet links (static with and without an address, checked against the
+/// subnet and the addresses taken), unlink, disconnect, and the refusals.
+#[test]
+fn interfaces_are_made_linked_and_refused_by_name() {
+    use maas_core::repo::NetworkRepository;
+    let (lab, ready, _) = lab();
+    let admin = &lab.admin;
+    let base = format!("{API}/nodes/{ready}/interfaces");
+    let s = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.9.0.0/24&gateway_ip=10.9.0.1",
+    ));
+    let subnet = s["id"].as_i64().unwrap();
+    let fabric = s["vlan"]["fabric_id"].as_i64().unwrap();
+    let tagged = lab._rt.block_on(async {
+        lab.store
+            .vlan_create(&maas_core::network::Vlan {
+                id: maas_core::VlanId(0),
+                fabric: maas_core::FabricId(fabric),
+                vid: 100,
+                name: None,
+                mtu: 1500,
+                dhcp_on: false,
+                primary_rack: None,
+                secondary_rack: None,
+                relay_vlan: None,
+                space: None,
+                description: String::new(),
+            })
+            .await
+            .unwrap()
+    });
+    let eth0 = json_of(&get(&lab, Some(admin), &format!("{base}/eth0/")));
+    let eth1 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_physical"),
+        "mac_address=02:00:00:00:01:01",
+    ));
+    assert_eq!(eth1["name"], "eth1");
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_physical"),
+        "mac_address=02:00:00:00:01:01",
+    );
+    assert_eq!(r.status, 400, "a MAC used twice: {}", r.body);
+    assert!(r.body.contains("mac_address"), "{}", r.body);
+    let bond = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_bond"),
+        &format!(
+            "name=bond0&parents={}&parents={}&bond_mode=802.3ad&mtu=9000",
+            eth0["id"], eth1["id"]
+        ),
+    ));
+    assert_eq!(bond["type"], "bond");
+    assert_eq!(bond["parents"], serde_json::json!(["eth0", "eth1"]));
+    assert_eq!(bond["params"]["bond_mode"], "802.3ad");
+    assert_eq!(bond["mac_address"], eth0["mac_address"]);
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_bond"),
+        &format!("name=bond9&parents={}", eth0["id"]),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("already in use"), "{}", r.body);
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_bond"),
+        "name=bond9&parents=eth0&mtu=12",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Links: a static address asked for, then one picked.
+    let linked = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/bond0/?op=link_subnet"),
+        &format!("mode=static&subnet={subnet}&ip_address=10.9.0.50"),
+    ));
+    assert_eq!(linked["links"][0]["mode"], "static");
+    assert_eq!(linked["links"][0]["ip_address"], "10.9.0.50");
+    assert_eq!(linked["vlan"]["id"], s["vlan"]["id"]);
+    let eth2 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_physical"),
+        "mac_address=02:00:00:00:01:02&name=eth2",
+    ));
+    for (form, field) in [
+        (
+            format!("mode=STATIC&subnet={subnet}&ip_address=10.9.0.50"),
+            "ip_address",
+        ),
+        (
+            format!("mode=STATIC&subnet={subnet}&ip_address=10.8.0.5"),
+            "ip_address",
+        ),
+        (format!("mode=sideways&subnet={subnet}"), "mode"),
+        ("mode=AUTO&subnet=999".to_owned(), "subnet"),
+        ("mode=DHCP".to_owned(), "subnet"),
+    ] {
+        let r = post(
+            &lab,
+            Some(admin),
+            &format!("{base}/eth2/?op=link_subnet"),
+            &form,
+        );
+        assert_eq!(r.status, 400, "{form}: {}", r.body);
+        assert!(r.body.contains(field), "{form}: {}", r.body);
+    }
+    let picked = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth2/?op=link_subnet"),
+        &format!("mode=STATIC&subnet={subnet}"),
+    ));
+    let ip = picked["links"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ip.starts_with("10.9.0.") && ip != "10.9.0.50" && ip != "10.9.0.1",
+        "{ip}"
+    );
+    // A VLAN interface on the bond; the bond cannot go while it is there.
+    let v = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_vlan"),
+        &format!("parent={}&vlan={}", bond["id"], tagged.id.0),
+    ));
+    assert_eq!(v["name"], "bond0.100");
+    assert_eq!(v["vlan"]["vid"], 100);
+    let r = request(
+        lab.addr,
+        "DELETE",
+        &format!("{base}/bond0/"),
+        &[("Authorization", &oauth(admin))],
+        b"",
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("bond0.100"), "{}", r.body);
+    // Rename: the child follows.
+    let renamed = json_of(&put(
+        &lab,
+        admin,
+        &format!("{base}/bond0/"),
+        "name=bond1&bond_miimon=100",
+    ));
+    assert_eq!(renamed["name"], "bond1");
+    assert_eq!(renamed["params"]["bond_miimon"], "100");
+    let v = json_of(&get(&lab, Some(admin), &format!("{base}/bond0.100/")));
+    assert_eq!(v["parents"], serde_json::json!(["bond1"]));
+    // Unlink and disconnect.
+    let link = linked["links"][0]["id"].as_i64().unwrap();
+    let r = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/bond1/?op=unlink_subnet"),
+        &format!("id={link}"),
+    ));
+    assert_eq!(r["links"], serde_json::json!([]));
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/bond1/?op=unlink_subnet"),
+        &format!("id={link}"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let d = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth2/?op=disconnect"),
+        "",
+    ));
+    assert_eq!(
+        (d["links"].clone(), d["vlan"].clone()),
+        (serde_json::json!([]), serde_json::Value::Null)
+    );
+    let br = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_bridge"),
+        &format!("parent={}", eth2["id"]),
+    ));
+    assert_eq!(
+        (br["name"].as_str(), br["type"].as_str()),
+        (Some("br-eth2"), Some("bridge"))
+    );
+    // The machine as listed carries all of it.
+    let all = json_of(&get(&lab, Some(admin), &format!("{API}/machines/")));
+    let m = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["system_id"] == ready.to_string())
+        .unwrap();
+    let mut names: Vec<&str> = m["interface_set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["bond0.100", "bond1", "br-eth2", "eth0", "eth1", "eth2"]
+    );
+    // Bob may not change a machine he does not own; nobody may while it
+    // commissions.
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{base}/?op=create_physical"),
+        "mac_address=02:00:00:00:01:09",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{API}/machines/{ready}/?op=commission"),
+            ""
+        )
+        .status,
+        200
+    );
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/?op=create_physical"),
+        "mac_address=02:00:00:00:01:09",
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("Commissioning"), "{}", r.body);
+}
+
+/// `maas/?op=get_config|set_config`: JSON values, checked kinds, unknown
+/// names refused, admins only, and the default series used by deploy.
+#[test]
+fn settings_are_checked_stored_and_used() {
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    let cfg = |name: &str| {
+        get(
+            &lab,
+            admin,
+            &format!("{API}/maas/?op=get_config&name={name}"),
+        )
+    };
+    let r = cfg("default_distro_series");
+    assert_eq!((r.status, r.body.as_str()), (200, "\"noble\""));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(cfg("enable_http_proxy").body, "true");
+    assert_eq!(cfg("node_timeout").body, "30");
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/maas/?op=set_config"),
+        "name=default_distro_series&value=jammy",
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "OK"));
+    assert_eq!(cfg("default_distro_series").body, "\"jammy\"");
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/maas/?op=set_config"),
+        "name=node_timeout&value=soon",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("value"), "{}", r.body);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/maas/?op=set_config"),
+        "name=no_such_setting&value=1",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("name"), "{}", r.body);
+    assert_eq!(cfg("no_such_setting").status, 400);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/maas/?op=set_config"),
+        "name=http_proxy&value=",
+    );
+    assert_eq!(r.status, 200, "an empty value is a value: {}", r.body);
+    assert_eq!(cfg("http_proxy").body, "\"\"");
+    assert_eq!(
+        get(
+            &lab,
+            Some(&lab.bob),
+            &format!("{API}/maas/?op=get_config&name=maas_name")
+        )
+        .status,
+        403
+    );
+    // A deploy that names no series gets the configured one.
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{ready}/?op=deploy"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json_of(&r)["distro_series"], "jammy");
+}
+
+/// Owner data (workload annotations): set and cleared by the owner, not by
+/// others, gone after release; test and rescue mode go and come back.
+#[test]
+fn owner_data_rescue_and_test() {
+    let (lab, ready, bobs) = lab();
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{bobs}/?op=set_owner_data"),
+        "purpose=ci&team=infra",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json_of(&r)["owner_data"],
+        serde_json::json!({"purpose": "ci", "team": "infra"})
+    );
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{bobs}/?op=set_workload_annotations"),
+        "purpose=",
+    );
+    assert_eq!(
+        json_of(&r)["workload_annotations"],
+        serde_json::json!({"team": "infra"})
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.carol),
+            &format!("{API}/machines/{bobs}/?op=set_owner_data"),
+            "x=y"
+        )
+        .status,
+        403
+    );
+    let r = post(
+        &lab,
+        Some(&lab.admin),
+        &format!("{API}/machines/{ready}/?op=set_owner_data"),
+        "x=y",
+    );
+    assert_eq!(r.status, 409, "a Ready machine has no owner: {}", r.body);
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{bobs}/?op=release"),
+        "",
+    );
+    assert_eq!(json_of(&r)["owner_data"], serde_json::json!({}));
+    // Rescue mode from Ready and back.
+    let admin = Some(&lab.admin);
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/{ready}/?op=rescue_mode"),
+        "",
+    );
+    assert_eq!(json_of(&r)["status_name"], "Entering rescue mode");
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/{ready}/?op=exit_rescue_mode"),
+        "",
+    );
+    assert_eq!(json_of(&r)["status_name"], "Ready");
+    let r = post(
+        &lab,
+        admin,
+        &format!("{API}/machines/{ready}/?op=exit_rescue_mode"),
+        "",
+    );
+    assert_eq!(r.status, 409, "not in rescue mode: {}", r.body);
+    let r = post(&lab, admin, &format!("{API}/machines/{ready}/?op=test"), "");
+    assert_eq!(json_of(&r)["status_name"], "Testing");
+}

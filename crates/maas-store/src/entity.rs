@@ -260,6 +260,8 @@ pub mod machine {
         pub osystem: String,
         pub distro_series: String,
         pub user_data: Option<Vec<u8>>,
+        /// JSON object of strings.
+        pub owner_data: String,
         pub description: String,
         pub error_description: String,
         pub status_deadline: Option<DateTimeUtc>,
@@ -277,6 +279,19 @@ pub mod machine {
                 .field("version", &self.version)
                 .finish_non_exhaustive()
         }
+    }
+    no_relations!();
+}
+
+pub mod config {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "config")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        /// JSON text.
+        pub value: String,
     }
     no_relations!();
 }

@@ -15,7 +15,8 @@ use maas_core::lifecycle::{
 };
 use maas_core::machine::{InterfaceLink, Machine};
 use maas_core::repo::{
-    Allocation, MachineFilter, MachineRepository, NetworkRepository, RepoResult, RepositoryError,
+    Allocation, MachineFilter, MachineRepository, MachineStamp, NetworkRepository, RepoResult,
+    RepositoryError,
 };
 use maas_core::types::MacAddress;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -123,6 +124,78 @@ async fn load_full<C: ConnectionTrait>(
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let children = load_children(conn, Some(&ids)).await?;
     assemble(rows, children)
+}
+
+/// Bumps the version of machines whose children changed outside
+/// `machine_update` (tags set by name, addresses released), so caches keyed
+/// on [`MachineStamp`] see the change.
+pub(crate) async fn bump_versions<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> RepoResult<()> {
+    for chunk in ids.chunks(IN_CHUNK) {
+        machine::Entity::update_many()
+            .col_expr(
+                machine::Column::Version,
+                Expr::col(machine::Column::Version).add(1),
+            )
+            .filter(machine::Column::Id.is_in(chunk.iter().copied()))
+            .exec(conn)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The `WHERE` of a machine filter (all of `f` but its limit).
+fn filter_condition(f: &MachineFilter) -> Condition {
+    use machine::Column as M;
+    let mut cond = Condition::all();
+    if !f.system_ids.is_empty() {
+        cond = cond.add(M::SystemId.is_in(f.system_ids.iter().map(|s| s.to_string())));
+    }
+    if !f.hostnames.is_empty() {
+        cond = cond.add(M::Hostname.is_in(f.hostnames.iter().cloned()));
+    }
+    if !f.statuses.is_empty() {
+        cond = cond.add(M::Status.is_in(f.statuses.iter().map(|s| i32::from(s.code()))));
+    }
+    if let Some(o) = &f.owner {
+        cond = cond.add(M::Owner.eq(o.as_str()));
+    }
+    if let Some(u) = &f.visible_to {
+        cond = cond.add(
+            Condition::any()
+                .add(M::Status.eq(i32::from(NodeStatus::Ready.code())))
+                .add(M::Owner.eq(u.as_str())),
+        );
+    }
+    if let Some(z) = &f.zone {
+        cond = cond.add(M::Zone.eq(z.as_str()));
+    }
+    if let Some(p) = &f.pool {
+        cond = cond.add(M::Pool.eq(p.as_str()));
+    }
+    for t in &f.tags {
+        cond = cond.add(
+            M::Id.in_subquery(
+                Query::select()
+                    .column(machine_tag::Column::MachineId)
+                    .from(machine_tag::Entity)
+                    .and_where(machine_tag::Column::TagName.eq(t.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if !f.macs.is_empty() {
+        cond = cond.add(
+            M::Id.in_subquery(
+                Query::select()
+                    .column(interface::Column::MachineId)
+                    .from(interface::Entity)
+                    .and_where(interface::Column::Mac.is_in(f.macs.iter().map(ToString::to_string)))
+                    .to_owned(),
+            ),
+        );
+    }
+    cond
 }
 
 async fn find_row<C: ConnectionTrait>(conn: &C, id: &SystemId) -> RepoResult<machine::Model> {
@@ -681,57 +754,7 @@ impl MachineRepository for SqlStore {
         use machine::Column as M;
         let span = info_span!("machine_list");
         async move {
-            let mut cond = Condition::all();
-            if !f.system_ids.is_empty() {
-                cond = cond.add(M::SystemId.is_in(f.system_ids.iter().map(|s| s.to_string())));
-            }
-            if !f.hostnames.is_empty() {
-                cond = cond.add(M::Hostname.is_in(f.hostnames.iter().cloned()));
-            }
-            if !f.statuses.is_empty() {
-                cond = cond.add(M::Status.is_in(f.statuses.iter().map(|s| i32::from(s.code()))));
-            }
-            if let Some(o) = &f.owner {
-                cond = cond.add(M::Owner.eq(o.as_str()));
-            }
-            if let Some(u) = &f.visible_to {
-                cond = cond.add(
-                    Condition::any()
-                        .add(M::Status.eq(i32::from(NodeStatus::Ready.code())))
-                        .add(M::Owner.eq(u.as_str())),
-                );
-            }
-            if let Some(z) = &f.zone {
-                cond = cond.add(M::Zone.eq(z.as_str()));
-            }
-            if let Some(p) = &f.pool {
-                cond = cond.add(M::Pool.eq(p.as_str()));
-            }
-            for t in &f.tags {
-                cond = cond.add(
-                    M::Id.in_subquery(
-                        Query::select()
-                            .column(machine_tag::Column::MachineId)
-                            .from(machine_tag::Entity)
-                            .and_where(machine_tag::Column::TagName.eq(t.as_str()))
-                            .to_owned(),
-                    ),
-                );
-            }
-            if !f.macs.is_empty() {
-                cond = cond.add(
-                    M::Id.in_subquery(
-                        Query::select()
-                            .column(interface::Column::MachineId)
-                            .from(interface::Entity)
-                            .and_where(
-                                interface::Column::Mac
-                                    .is_in(f.macs.iter().map(ToString::to_string)),
-                            )
-                            .to_owned(),
-                    ),
-                );
-            }
+            let cond = filter_condition(f);
             let unfiltered = cond.is_empty() && f.limit.is_none();
             let mut q = machine::Entity::find()
                 .filter(cond)
@@ -749,6 +772,33 @@ impl MachineRepository for SqlStore {
         }
         .instrument(span)
         .await
+    }
+
+    async fn machine_stamps(&self, f: &MachineFilter) -> RepoResult<Vec<MachineStamp>> {
+        use machine::Column as M;
+        let mut q = machine::Entity::find()
+            .select_only()
+            .column(M::SystemId)
+            .column(M::Version)
+            .column(M::Created)
+            .filter(filter_condition(f))
+            .order_by_asc(M::SystemId);
+        if let Some(n) = f.limit {
+            q = q.limit(n);
+        }
+        q.into_tuple::<(String, i64, DateTime<Utc>)>()
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|(id, version, created)| {
+                Ok(MachineStamp {
+                    system_id: SystemId::parse(&id)?,
+                    version,
+                    created,
+                })
+            })
+            .collect()
     }
 
     async fn machine_update(&self, m: &Machine) -> RepoResult<Machine> {

@@ -18,7 +18,7 @@ use sea_orm::{
 };
 
 use crate::convert::{corrupt, json, parse, to_json};
-use crate::entity::{fabric, ip_address, ip_range, space, subnet, vlan};
+use crate::entity::{fabric, interface, ip_address, ip_range, space, subnet, vlan};
 use crate::{SqlStore, db_err, is_unique_violation, unique_as};
 
 /// Attempts at picking a free address before giving up (each failure means
@@ -457,13 +457,33 @@ impl NetworkRepository for SqlStore {
     }
 
     async fn subnet_address_release(&self, id: StaticAddressId) -> RepoResult<()> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        // An address linked to a machine's interface changes how the machine
+        // reads: its version moves on.
+        let iface = ip_address::Entity::find_by_id(id.0)
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+            .and_then(|a| a.interface_id);
+        let owner = match iface {
+            Some(i) => interface::Entity::find_by_id(i)
+                .one(&txn)
+                .await
+                .map_err(db_err)?
+                .map(|i| i.machine_id),
+            None => None,
+        };
         let res = ip_address::Entity::delete_by_id(id.0)
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected == 0 {
             return Err(RepositoryError::not_found("ip address", id));
         }
+        if let Some(m) = owner {
+            crate::machine::bump_versions(&txn, &[m]).await?;
+        }
+        txn.commit().await.map_err(db_err)?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use maas_core::ids::*;
 use maas_core::org::{DEFAULT_POOL, DEFAULT_ZONE, Domain, ResourcePool, Tag, Zone, validate_name};
-use maas_core::repo::{OrgRepository, RepoResult, RepositoryError};
+use maas_core::repo::{ConfigRepository, OrgRepository, RepoResult, RepositoryError};
 use maas_core::types::DomainName;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -12,7 +12,8 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::entity::{domain, machine, machine_tag, resource_pool, tag, zone};
+use crate::entity::{config, domain, machine, machine_tag, resource_pool, tag, zone};
+use crate::machine::bump_versions;
 use crate::{SqlStore, db_err, unique_as};
 
 #[async_trait]
@@ -193,14 +194,30 @@ impl OrgRepository for SqlStore {
     }
 
     async fn tag_delete(&self, name: &str) -> RepoResult<()> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let tagged: Vec<i64> = machine_tag::Entity::find()
+            .select_only()
+            .column(machine_tag::Column::MachineId)
+            .filter(machine_tag::Column::TagName.eq(name))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(db_err)?;
+        machine_tag::Entity::delete_many()
+            .filter(machine_tag::Column::TagName.eq(name))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        bump_versions(&txn, &tagged).await?;
         let res = tag::Entity::delete_many()
             .filter(tag::Column::Name.eq(name))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected == 0 {
             return Err(RepositoryError::not_found("tag", name));
         }
+        txn.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -258,6 +275,8 @@ impl OrgRepository for SqlStore {
                 .await
                 .map_err(db_err)?;
         }
+        let touched: Vec<i64> = found.iter().chain(&gone).map(|(id, _)| *id).collect();
+        bump_versions(&txn, &touched).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(())
     }
@@ -295,5 +314,34 @@ impl OrgRepository for SqlStore {
                 ttl: r.ttl.and_then(|t| u32::try_from(t).ok()),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl ConfigRepository for SqlStore {
+    async fn config_list(&self) -> RepoResult<std::collections::BTreeMap<String, String>> {
+        Ok(config::Entity::find()
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|r| (r.name, r.value))
+            .collect())
+    }
+
+    async fn config_set(&self, name: &str, json_value: &str) -> RepoResult<()> {
+        config::Entity::insert(config::ActiveModel {
+            name: Set(name.to_owned()),
+            value: Set(json_value.to_owned()),
+        })
+        .on_conflict(
+            OnConflict::column(config::Column::Name)
+                .update_column(config::Column::Value)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 }

@@ -153,6 +153,22 @@ async fn run(c: &Config) -> anyhow::Result<()> {
     let deadlines = region.spawn_deadline_worker(std::time::Duration::from_secs(
         c.deadline_check_secs.unwrap_or(10),
     ));
+    // Render every machine into the list cache while the first requests
+    // come in, so the first `GET machines/` is as fast as the rest.
+    let warm = {
+        let region = region.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match region.warm_machine_cache().await {
+                Ok(n) => tracing::info!(
+                    machines = n,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "machine list cache warm"
+                ),
+                Err(e) => tracing::warn!(error = %e, "warming the machine list cache failed"),
+            }
+        })
+    };
     let served = axum::serve(listener, maas_region::router(region))
         .with_graceful_shutdown(async {
             let mut term =
@@ -165,6 +181,7 @@ async fn run(c: &Config) -> anyhow::Result<()> {
         })
         .await;
     deadlines.abort();
+    warm.abort();
     served?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_deployment;
+mod m20261122_000003_settings;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_deployment::Migration),
+            Box::new(m20261122_000003_settings::Migration),
         ]
     }
 }
