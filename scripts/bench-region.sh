@@ -49,6 +49,7 @@ run_backend() { # label url
   local key; key=$(awk '/READY/{print $2}' "$WORK/out")
   export CK=${key%%:*} TS=${key##*:}; local rest=${key#*:}; export TK=${rest%%:*}
   echo "## $label, $MACHINES machines"
+  grep '^# ' "$WORK/out" || true
   for i in 1 2 3; do
     hdr="Authorization: OAuth oauth_version=\"1.0\", oauth_signature_method=\"PLAINTEXT\", oauth_consumer_key=\"$CK\", oauth_token=\"$TK\", oauth_signature=\"%26$TS\", oauth_nonce=\"c$i-$RANDOM\", oauth_timestamp=\"$(date +%s)\""
     curl -sf -o /dev/null -w "# one client, GET machines/: %{time_total} s, %{size_download} bytes\n" \

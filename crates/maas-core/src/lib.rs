@@ -43,6 +43,7 @@ pub mod machine;
 pub mod network;
 pub mod org;
 pub mod repo;
+pub mod script;
 pub mod types;
 
 pub use error::ValidationError;

@@ -392,3 +392,38 @@ pub trait ConfigRepository: Send + Sync {
     /// Sets (or replaces) one setting.
     async fn config_set(&self, name: &str, json_value: &str) -> RepoResult<()>;
 }
+
+/// Script results, one set per run (see [`crate::script`]).
+#[async_trait]
+pub trait ScriptRepository: Send + Sync {
+    /// Starts a run of `kind` on the machine; keeps at most `keep` sets of
+    /// that kind (the oldest go). Returns the new set's id.
+    async fn script_set_create(
+        &self,
+        machine: &SystemId,
+        kind: crate::script::RunKind,
+        keep: usize,
+    ) -> RepoResult<i64>;
+    /// The id of the machine's newest set of `kind`, if any.
+    async fn script_set_latest(
+        &self,
+        machine: &SystemId,
+        kind: crate::script::RunKind,
+    ) -> RepoResult<Option<i64>>;
+    /// Stores one output of a script in a set (creating the result on its
+    /// first output; later outputs of other streams join it). An exit
+    /// status, when given, is recorded.
+    async fn script_output_store(
+        &self,
+        set: i64,
+        script: &str,
+        stream: crate::script::OutputStream,
+        data: &[u8],
+        exit_status: Option<i32>,
+    ) -> RepoResult<()>;
+    /// The machine's sets, newest first, with their results.
+    async fn script_set_list(
+        &self,
+        machine: &SystemId,
+    ) -> RepoResult<Vec<crate::script::ScriptSet>>;
+}

@@ -82,6 +82,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let token = store.token_create(user.id, "bench").await?;
     let region = Region::new(Arc::new(store), RegionConfig::default()).await?;
+    let started = std::time::Instant::now();
+    let rendered = region.warm_machine_cache().await?;
+    println!(
+        "# list cache warmed: {rendered} machines rendered in {} ms",
+        started.elapsed().as_millis()
+    );
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("READY {}", token.api_key());
     axum::serve(listener, maas_region::router(region)).await?;

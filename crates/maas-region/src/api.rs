@@ -321,6 +321,8 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         }
         ("InterfacesHandler", name) => crate::interfaces::create(&r, name).await,
         ("InterfaceHandler", name) => crate::interfaces::item(&r, name).await,
+        ("NodeScriptResultsHandler", _) => crate::scripts::read(&r, false).await,
+        ("NodeScriptResultHandler", _) => crate::scripts::read(&r, true).await,
         ("BlockDevicesHandler", _) => {
             let m = r.machine().await?;
             ok(Value::Array(
@@ -949,6 +951,9 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
         m = store
             .machine_perform(&id, Action::Commission, &actor, &ActionOptions::default())
             .await?;
+        r.region
+            .begin_run(&id, maas_core::script::RunKind::Commissioning)
+            .await?;
         m = power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?;
     }
     render_one(r, &m).await
@@ -1241,6 +1246,9 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             };
             let _ = m;
             perform(Action::Deploy).await?;
+            r.region
+                .begin_run(&id, maas_core::script::RunKind::Installation)
+                .await?;
             let m = r
                 .region
                 .remember_deployment(&id, osystem, series, user_data)
@@ -1257,6 +1265,9 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
         "commission" => {
             r.admin()?;
             let m = perform(Action::Commission).await?;
+            r.region
+                .begin_run(&id, maas_core::script::RunKind::Commissioning)
+                .await?;
             power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?
         }
         "abort" => {
@@ -1268,6 +1279,9 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
         }
         "test" => {
             let m = perform(Action::Test).await?;
+            r.region
+                .begin_run(&id, maas_core::script::RunKind::Testing)
+                .await?;
             power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedTesting).await?
         }
         "rescue_mode" => {

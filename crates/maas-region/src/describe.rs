@@ -233,6 +233,26 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "NodeScriptResultsHandler",
+        doc: "The script results of a node, one set per commissioning, testing or installation run.",
+        path: "nodes/{system_id}/results/",
+        ops: &[crud(
+            "read",
+            "GET",
+            "List result sets (type, include_output, filters).",
+        )],
+    },
+    Resource {
+        name: "NodeScriptResultHandler",
+        doc: "One result set of a node (an id, or current-commissioning, current-testing, current-installation).",
+        path: "nodes/{system_id}/results/{id}/",
+        ops: &[crud(
+            "read",
+            "GET",
+            "Read a result set (include_output, filters).",
+        )],
+    },
+    Resource {
         name: "BlockDevicesHandler",
         doc: "Manage the block devices of a node.",
         path: "nodes/{system_id}/blockdevices/",

@@ -38,6 +38,7 @@ mod metadata;
 mod params;
 mod rack;
 mod render;
+mod scripts;
 mod settings;
 
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use axum::routing::{any, get, post};
 use maas_core::account::User;
 use maas_core::repo::{
     ConfigRepository, EventRepository, MachineRepository, NetworkRepository, OrgRepository,
-    RepositoryError, UserRepository,
+    RepositoryError, ScriptRepository, UserRepository,
 };
 
 pub use auth::{hash_password, verify_password};
@@ -63,6 +64,7 @@ pub trait RegionStore:
     + NetworkRepository
     + EventRepository
     + ConfigRepository
+    + ScriptRepository
 {
 }
 
@@ -73,6 +75,7 @@ impl<T> RegionStore for T where
         + NetworkRepository
         + EventRepository
         + ConfigRepository
+        + ScriptRepository
 {
 }
 

@@ -286,6 +286,50 @@ async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Res
         .get("status")
         .ok_or_else(|| ApiError::required("status"))?;
     let m = region.store().machine_get(node).await?;
+    if !matches!(
+        status,
+        "OK" | "FAILED"
+            | "WORKING"
+            | "TESTING"
+            | "COMMISSIONING"
+            | "INSTALLING"
+            | "APPLYING_NETCONF"
+    ) {
+        return Err(ApiError::invalid(
+            "status",
+            format!("Unknown status {status:?}: not one of OK, FAILED, WORKING."),
+        ));
+    }
+    let failed_scripts = region.store_signal_files(node, m.status, params).await?;
+    // BMC detection during commissioning reports the power settings found.
+    if m.status == NodeStatus::Commissioning
+        && let Some(power_type) = params.get("power_type")
+    {
+        let mut fresh = region.store().machine_get(node).await?;
+        fresh.power_type = power_type.to_owned();
+        if let Some(raw) = params.get("power_parameters") {
+            let v: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(raw).map_err(|e| {
+                    ApiError::invalid("power_parameters", format!("not a JSON object: {e}"))
+                })?;
+            fresh.power_parameters = maas_core::machine::PowerParameters(
+                v.into_iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => (k, s),
+                        other => (k, other.to_string()),
+                    })
+                    .collect(),
+            );
+        }
+        region.store().machine_update(&fresh).await?;
+    }
+    // A run that reports OK with a failed script failed (MAAS: any failed
+    // script result fails commissioning and testing).
+    let status = if status == "OK" && !failed_scripts.is_empty() {
+        "FAILED"
+    } else {
+        status
+    };
     let next = match (m.status, status) {
         (_, "WORKING") => None,
         (NodeStatus::Commissioning, "OK") => Some(NodeStatus::Ready),
@@ -313,16 +357,21 @@ async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Res
         (NodeStatus::DiskErasing, "FAILED") => Some(NodeStatus::FailedDiskErasing),
         (NodeStatus::Deploying, "FAILED") => Some(NodeStatus::FailedDeployment),
         (NodeStatus::Deploying, "OK") => None, // installed; Deployed at first boot
-        (_, "OK" | "FAILED") => None,
-        (_, other) => {
-            return Err(ApiError::invalid(
-                "status",
-                format!("{other:?} is not one of OK, FAILED, WORKING."),
-            ));
-        }
+        (NodeStatus::Commissioning, "TESTING") => Some(NodeStatus::Testing),
+        // Progress reports (INSTALLING, APPLYING_NETCONF, ...) and signals
+        // that change nothing in this status.
+        _ => None,
     };
     if let Some(to) = next {
-        let why = params.get("error").unwrap_or(status);
+        let failed_note;
+        let why = match params.get("error") {
+            Some(e) => e,
+            None if !failed_scripts.is_empty() => {
+                failed_note = format!("failed scripts: {}", failed_scripts.join(", "));
+                failed_note.as_str()
+            }
+            None => status,
+        };
         region.store().machine_set_status(node, to, why).await?;
     }
     Ok((StatusCode::OK, text("OK")).into_response())

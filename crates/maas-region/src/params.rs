@@ -9,9 +9,21 @@ use bytes::Bytes;
 use crate::error::ApiError;
 
 /// Name/value pairs in arrival order; `name[]` is the same as `name`.
+/// Multipart parts that carry a file name are also kept as files, as
+/// bytes (script output need not be text).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Params {
     pairs: Vec<(String, String)>,
+    files: Vec<Upload>,
+}
+
+/// A multipart part with a file name.
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    /// The file name (MAAS names script output files after the script).
+    pub(crate) file_name: String,
+    /// The content, base64 already undone.
+    pub(crate) data: Vec<u8>,
 }
 
 impl Params {
@@ -66,6 +78,7 @@ impl Params {
                 Err(e) => return Err(ApiError::BadRequest(format!("bad multipart body: {e}"))),
             };
             let name = field.name().unwrap_or("").to_owned();
+            let file_name = field.file_name().map(str::to_owned);
             let base64 = field
                 .headers()
                 .get("content-transfer-encoding")
@@ -89,6 +102,14 @@ impl Params {
             } else {
                 data.to_vec()
             };
+            if let Some(file_name) = file_name {
+                // A file: kept as bytes; text files are parameters too.
+                if let Ok(text) = std::str::from_utf8(&data) {
+                    self.push(name, text.to_owned());
+                }
+                self.files.push(Upload { file_name, data });
+                continue;
+            }
             let value = String::from_utf8(data)
                 .map_err(|_| ApiError::BadRequest(format!("part {name:?} is not UTF-8 text")))?;
             self.push(name, value);
@@ -119,6 +140,11 @@ impl Params {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The multipart parts that carried a file name, in arrival order.
+    pub(crate) fn files(&self) -> &[Upload] {
+        &self.files
     }
 
     /// The `op` parameter (the query's first, then the body's).

@@ -1694,3 +1694,160 @@ fn owner_data_rescue_and_test() {
     let r = post(&lab, admin, &format!("{API}/machines/{ready}/?op=test"), "");
     assert_eq!(json_of(&r)["status_name"], "Testing");
 }
+
+/// A signal as MAAS's script runner sends it: multipart, base64 parts,
+/// script output files named after the script with `.out`/`.err`/`.yaml`.
+fn signal(lab: &Lab, node: &ApiToken, fields: &[(&str, &str)], files: &[(&str, &[u8])]) -> Resp {
+    use base64::Engine;
+    let b = "sig-boundary-42";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (name, data) in files {
+        body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(data)
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let auth = oauth(node);
+    let ct = format!("multipart/form-data; boundary=\"{b}\"");
+    request(
+        lab.addr,
+        "POST",
+        "/MAAS/metadata/2012-03-01/",
+        &[("Authorization", &auth), ("Content-Type", &ct)],
+        &body,
+    )
+}
+
+/// Script results: stored per run from signal files (bytes, not text),
+/// read back with their outputs, and a failed script fails the run.
+#[test]
+fn signal_files_become_script_results_and_a_failed_script_fails_the_run() {
+    use base64::Engine;
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    let item = format!("{API}/machines/{ready}/");
+    assert_eq!(
+        post(&lab, admin, &format!("{item}?op=commission"), "").status,
+        200
+    );
+    let t = json_of(&get(&lab, admin, &format!("{item}?op=get_token")));
+    let node = ApiToken {
+        consumer_key: t["consumer_key"].as_str().unwrap().into(),
+        token_key: t["token_key"].as_str().unwrap().into(),
+        token_secret: t["token_secret"].as_str().unwrap().into(),
+        ..lab.admin.clone()
+    };
+    let cpuinfo: &[u8] = b"model name: \xff\xfe not UTF-8\n";
+    let r = signal(
+        &lab,
+        &node,
+        &[
+            ("op", "signal"),
+            ("status", "WORKING"),
+            ("name", "00-cpuinfo"),
+            ("exit_status", "0"),
+        ],
+        &[("00-cpuinfo.out", cpuinfo), ("00-cpuinfo.err", b"")],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "OK"));
+    let r = signal(
+        &lab,
+        &node,
+        &[("op", "signal"), ("status", "OK"), ("exit_status", "2")],
+        &[("10-disks", b"no disks found\n")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = json_of(&get(&lab, admin, &item));
+    assert_eq!(
+        m["status_name"], "Failed commissioning",
+        "a failed script fails the run"
+    );
+    assert!(
+        m["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("10-disks"),
+        "{m}"
+    );
+    let sets = json_of(&get(
+        &lab,
+        admin,
+        &format!("{API}/nodes/{ready}/results/?include_output=true"),
+    ));
+    let sets = sets.as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(
+        (
+            sets[0]["type_name"].as_str(),
+            sets[0]["status_name"].as_str()
+        ),
+        (Some("commissioning"), Some("Failed"))
+    );
+    let results = sets[0]["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["00-cpuinfo", "10-disks"]);
+    assert_eq!(results[0]["status_name"], "Passed");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(results[0]["stdout"].as_str().unwrap())
+            .unwrap(),
+        cpuinfo
+    );
+    assert_eq!(
+        (
+            results[1]["exit_status"].as_i64(),
+            results[1]["status_name"].as_str()
+        ),
+        (Some(2), Some("Failed"))
+    );
+    let one = json_of(&get(
+        &lab,
+        admin,
+        &format!("{API}/nodes/{ready}/results/current-commissioning/?filters=10-disks"),
+    ));
+    assert_eq!(one["results"].as_array().map(Vec::len), Some(1));
+    assert!(
+        one["results"][0].get("output").is_none(),
+        "output only when asked"
+    );
+    assert_eq!(
+        get(&lab, admin, &format!("{API}/nodes/{ready}/results/999999/")).status,
+        404
+    );
+    assert_eq!(
+        get(
+            &lab,
+            admin,
+            &format!("{API}/nodes/{ready}/results/?type=bogus")
+        )
+        .status,
+        400
+    );
+    // Unknown statuses are refused, naming the field.
+    let r = signal(&lab, &node, &[("op", "signal"), ("status", "MAYBE")], &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("status"), "{}", r.body);
+    // Bob cannot read the results of a machine he cannot see.
+    assert_eq!(
+        get(
+            &lab,
+            Some(&lab.bob),
+            &format!("{API}/nodes/{ready}/results/")
+        )
+        .status,
+        403
+    );
+}

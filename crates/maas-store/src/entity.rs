@@ -296,6 +296,40 @@ pub mod config {
     no_relations!();
 }
 
+pub mod script_set {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "script_set")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub machine_id: i64,
+        pub kind: String,
+        pub created: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod script_result {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "script_result")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub script_set_id: i64,
+        pub name: String,
+        pub exit_status: Option<i32>,
+        pub output: Vec<u8>,
+        pub stdout: Vec<u8>,
+        pub stderr: Vec<u8>,
+        pub result: Vec<u8>,
+        pub created: DateTimeUtc,
+        pub updated: DateTimeUtc,
+    }
+    no_relations!();
+}
+
 pub mod machine_tag {
     use sea_orm::entity::prelude::*;
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -31,6 +31,7 @@ mod machine;
 mod migration;
 mod network;
 mod org;
+mod script;
 
 use std::path::Path;
 use std::time::Duration;

@@ -890,8 +890,17 @@ impl MachineRepository for SqlStore {
         message: &str,
     ) -> RepoResult<Machine> {
         let policy = self.policy.clone();
+        // A move to a failed status records why on the machine (what
+        // `error_description` shows).
+        let failed = NodeStatus::ALL
+            .iter()
+            .any(|s| s.failure_status() == Some(to));
         self.change_lifecycle(id, &Actor::System, message, |m, now| {
-            Ok(vec![m.transition(to, now, &policy)?])
+            let change = m.transition(to, now, &policy)?;
+            if failed {
+                m.error_description = message.to_owned();
+            }
+            Ok(vec![change])
         })
         .await
     }

@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_deployment;
 mod m20261122_000003_settings;
+mod m20261122_000004_script_results;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_deployment::Migration),
             Box::new(m20261122_000003_settings::Migration),
+            Box::new(m20261122_000004_script_results::Migration),
         ]
     }
 }
