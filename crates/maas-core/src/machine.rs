@@ -449,6 +449,11 @@ pub struct Machine {
     /// `owner_data`, later called `workload_annotations`. Cleared on release.
     #[serde(default)]
     pub owner_data: BTreeMap<String, String>,
+    /// The storage layout chosen with `set_storage_layout`, as the JSON of
+    /// maas-curtin's `StorageLayout` (kept as text here: the layouts are
+    /// maas-curtin's, a layer above); `None`: the configured default.
+    #[serde(default)]
+    pub storage_layout: Option<String>,
     /// Free text.
     pub description: String,
     /// Why the last operation failed, or the mark-broken comment.
@@ -496,6 +501,7 @@ impl Machine {
             distro_series: String::new(),
             user_data: None,
             owner_data: BTreeMap::new(),
+            storage_layout: None,
             description: String::new(),
             error_description: String::new(),
             status_deadline: None,

@@ -293,6 +293,20 @@ pub trait OrgRepository: Send + Sync {
     async fn pool_list(&self) -> RepoResult<Vec<ResourcePool>>;
     /// Deletes an empty pool.
     async fn pool_delete(&self, name: &str) -> RepoResult<()>;
+    /// Renames and/or re-describes a zone (its machines follow a rename).
+    async fn zone_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        description: Option<&str>,
+    ) -> RepoResult<Zone>;
+    /// Renames and/or re-describes a resource pool (its machines follow).
+    async fn pool_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        description: Option<&str>,
+    ) -> RepoResult<ResourcePool>;
     /// Creates a tag.
     async fn tag_create(
         &self,

@@ -378,7 +378,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                     r.region.store().tag_delete(&tag).await?;
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
-                "nodes" => {
+                "nodes" | "machines" => {
                     let me = r.user();
                     let machines = r
                         .region
@@ -431,6 +431,41 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 .find(|z| z.name == name)
                 .ok_or_else(|| ApiError::NotFound("No Zone matches the given query.".into()))?;
             ok(render::zone(z))
+        }
+        ("ZoneHandler", "update") => crate::netapi::zone_update(&r).await,
+        ("ResourcePoolHandler", "update" | "delete") => {
+            crate::netapi::pool_change(&r, op.name).await
+        }
+        ("FabricHandler", "delete") => crate::netapi::fabric_delete(&r).await,
+        ("VlansHandler", "create") => crate::netapi::vlan_create(&r).await,
+        ("VlanHandler", "update") => crate::netapi::vlan_update(&r).await,
+        ("SubnetHandler", name) if name != "read" => crate::netapi::subnet_op(&r, name).await,
+        ("IPRangeHandler", name) => crate::netapi::ip_range_op(&r, name).await,
+        ("SpaceHandler", name) => crate::netapi::space_op(&r, name).await,
+        ("MachinesHandler", "is_registered") => {
+            let mac = r
+                .params
+                .get("mac_address")
+                .ok_or_else(|| ApiError::required("mac_address"))?;
+            let mac = MacAddress::parse(mac)
+                .map_err(|e| ApiError::invalid("mac_address", e.to_string()))?;
+            let found = r.region.store().machine_get_by_mac(mac).await?;
+            ok(json!(found.is_some()))
+        }
+        ("AccountHandler", "delete_authorisation_token") => {
+            let key = r
+                .params
+                .get("token_key")
+                .ok_or_else(|| ApiError::required("token_key"))?;
+            let store = r.region.store();
+            let t = store
+                .token_list(r.user().id)
+                .await?
+                .into_iter()
+                .find(|t| t.token_key == key)
+                .ok_or_else(|| ApiError::NotFound(format!("No token {key:?} of yours.")))?;
+            store.token_delete(t.id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
         ("ZoneHandler", "delete") => {
             r.admin()?;
@@ -1167,6 +1202,7 @@ async fn curtin_config(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
     };
     let mut request = maas_curtin::DeployRequest::new(&series, image);
     request.osystem = osystem;
+    request.layout = r.region.storage_layout(m).await?;
     let templates = maas_curtin::TemplateStore::builtin();
     let ctx = maas_curtin::DeployContext {
         machine: m,
@@ -1311,6 +1347,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 .machine_set_status(&id, back, "exited rescue mode")
                 .await?
         }
+        "set_storage_layout" => crate::storage::set_layout(r, m).await?,
         "set_owner_data" | "set_workload_annotations" => {
             let me = r.user();
             if m.owner.is_none() {

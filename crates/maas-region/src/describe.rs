@@ -94,6 +94,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "Allocate an available machine matching constraints.",
             ),
             op("release", "POST", "Release machines in bulk."),
+            anon(op(
+                "is_registered",
+                "GET",
+                "Whether a machine with this MAC exists (mac_address; anonymous, for enlistment).",
+            )),
             op(
                 "list_allocated",
                 "GET",
@@ -139,6 +144,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "exit_rescue_mode",
                 "POST",
                 "Leave rescue mode, back to the previous status.",
+            ),
+            op(
+                "set_storage_layout",
+                "POST",
+                "Choose the storage layout (admin; storage_layout flat, lvm, bcache or blank; boot_size, root_size, root_device, vg_name, lv_name, lv_size, cache_device, cache_mode).",
             ),
             op(
                 "set_owner_data",
@@ -281,6 +291,7 @@ pub(crate) static RESOURCES: &[Resource] = &[
             crud("read", "GET", "Read a tag."),
             crud("delete", "DELETE", "Delete a tag (admin)."),
             op("nodes", "GET", "The machines carrying the tag."),
+            op("machines", "GET", "The machines carrying the tag."),
             op(
                 "update_nodes",
                 "POST",
@@ -303,6 +314,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
         path: "zones/{name}/",
         ops: &[
             crud("read", "GET", "Read a zone."),
+            crud(
+                "update",
+                "PUT",
+                "Rename or describe a zone (admin; name, description).",
+            ),
             crud("delete", "DELETE", "Delete a zone (admin)."),
         ],
     },
@@ -319,7 +335,15 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "ResourcePoolHandler",
         doc: "Manage a resource pool.",
         path: "resourcepool/{id}/",
-        ops: &[crud("read", "GET", "Read a resource pool.")],
+        ops: &[
+            crud("read", "GET", "Read a resource pool."),
+            crud(
+                "update",
+                "PUT",
+                "Rename or describe a resource pool (admin; name, description).",
+            ),
+            crud("delete", "DELETE", "Delete an empty resource pool (admin)."),
+        ],
     },
     Resource {
         name: "FabricsHandler",
@@ -338,19 +362,40 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "FabricHandler",
         doc: "Manage a fabric.",
         path: "fabrics/{id}/",
-        ops: &[crud("read", "GET", "Read a fabric.")],
+        ops: &[
+            crud("read", "GET", "Read a fabric."),
+            crud(
+                "delete",
+                "DELETE",
+                "Delete a fabric with nothing on it (admin).",
+            ),
+        ],
     },
     Resource {
         name: "VlansHandler",
         doc: "Manage the VLANs of a fabric.",
         path: "fabrics/{fabric_id}/vlans/",
-        ops: &[crud("read", "GET", "List the fabric's VLANs.")],
+        ops: &[
+            crud("read", "GET", "List the fabric's VLANs."),
+            crud(
+                "create",
+                "POST",
+                "Create a tagged VLAN (admin; vid, name, mtu, description).",
+            ),
+        ],
     },
     Resource {
         name: "VlanHandler",
         doc: "Manage a VLAN of a fabric.",
         path: "fabrics/{fabric_id}/vlans/{vid}/",
-        ops: &[crud("read", "GET", "Read a VLAN.")],
+        ops: &[
+            crud("read", "GET", "Read a VLAN."),
+            crud(
+                "update",
+                "PUT",
+                "Update a VLAN (admin; name, mtu, description, dhcp_on, primary_rack, secondary_rack, relay_vlan).",
+            ),
+        ],
     },
     Resource {
         name: "SubnetsHandler",
@@ -365,7 +410,39 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "SubnetHandler",
         doc: "Manage a subnet.",
         path: "subnets/{id}/",
-        ops: &[crud("read", "GET", "Read a subnet.")],
+        ops: &[
+            crud("read", "GET", "Read a subnet."),
+            crud(
+                "update",
+                "PUT",
+                "Update a subnet (admin; name, description, gateway_ip, dns_servers, managed, allow_dns, allow_proxy, active_discovery).",
+            ),
+            crud(
+                "delete",
+                "DELETE",
+                "Delete a subnet no address is assigned in (admin).",
+            ),
+            op(
+                "statistics",
+                "GET",
+                "Address usage (include_ranges for the free ranges).",
+            ),
+            op(
+                "unreserved_ip_ranges",
+                "GET",
+                "The ranges free for static assignment.",
+            ),
+            op(
+                "reserved_ip_ranges",
+                "GET",
+                "The dynamic and reserved ranges and the assigned addresses.",
+            ),
+            op(
+                "ip_addresses",
+                "GET",
+                "The addresses assigned in the subnet.",
+            ),
+        ],
     },
     Resource {
         name: "IPRangesHandler",
@@ -381,12 +458,30 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "IPRangeHandler",
+        doc: "Manage an IP range.",
+        path: "ipranges/{id}/",
+        ops: &[
+            crud("read", "GET", "Read an IP range."),
+            crud("delete", "DELETE", "Delete an IP range (admin)."),
+        ],
+    },
+    Resource {
         name: "SpacesHandler",
         doc: "Manage spaces.",
         path: "spaces/",
         ops: &[
             crud("read", "GET", "List spaces."),
             crud("create", "POST", "Create a space (admin)."),
+        ],
+    },
+    Resource {
+        name: "SpaceHandler",
+        doc: "Manage a space.",
+        path: "spaces/{id}/",
+        ops: &[
+            crud("read", "GET", "Read a space."),
+            crud("delete", "DELETE", "Delete a space (admin)."),
         ],
     },
     Resource {
@@ -433,6 +528,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "list_authorisation_tokens",
                 "GET",
                 "List the user's API tokens.",
+            ),
+            op(
+                "delete_authorisation_token",
+                "POST",
+                "Delete one of the user's API tokens (token_key).",
             ),
         ],
     },

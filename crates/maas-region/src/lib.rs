@@ -35,11 +35,13 @@ mod error;
 mod interfaces;
 mod listing;
 mod metadata;
+mod netapi;
 mod params;
 mod rack;
 mod render;
 mod scripts;
 mod settings;
+mod storage;
 
 use std::sync::Arc;
 

@@ -1851,3 +1851,320 @@ fn signal_files_become_script_results_and_a_failed_script_fails_the_run() {
         403
     );
 }
+
+fn delete(lab: &Lab, who: &ApiToken, path: &str) -> Resp {
+    request(
+        lab.addr,
+        "DELETE",
+        path,
+        &[("Authorization", &oauth(who))],
+        b"",
+    )
+}
+
+/// The item operations of the network and organisation objects: updates,
+/// deletes, DHCP on a VLAN (refused without a rack or a dynamic range),
+/// subnet statistics and free ranges, tokens, is_registered.
+#[test]
+fn network_and_organisation_items_change_and_refuse_by_name() {
+    let (lab, _, _) = lab();
+    let admin = &lab.admin;
+    let s = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.20.0.0/24&gateway_ip=10.20.0.1",
+    ));
+    let (sid, fabric) = (
+        s["id"].as_i64().unwrap(),
+        s["vlan"]["fabric_id"].as_i64().unwrap(),
+    );
+    // A tagged VLAN, then DHCP on the untagged one.
+    let v = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/fabrics/{fabric}/vlans/"),
+        "vid=42&name=storage&mtu=9000",
+    ));
+    assert_eq!(
+        (v["vid"].as_i64(), v["mtu"].as_i64(), v["name"].as_str()),
+        (Some(42), Some(9000), Some("storage"))
+    );
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{API}/fabrics/{fabric}/vlans/"),
+        "vid=5000",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("vid"), "{}", r.body);
+    let untagged = format!("{API}/fabrics/{fabric}/vlans/0/");
+    let r = put(&lab, admin, &untagged, "dhcp_on=true");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("primary_rack"), "{}", r.body);
+    let r = put(&lab, admin, &untagged, "dhcp_on=true&primary_rack=rack01");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("dynamic"), "{}", r.body);
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{API}/ipranges/"),
+            "type=dynamic&start_ip=10.20.0.100&end_ip=10.20.0.199"
+        )
+        .status,
+        200
+    );
+    let on = json_of(&put(
+        &lab,
+        admin,
+        &untagged,
+        "dhcp_on=true&primary_rack=rack01",
+    ));
+    assert_eq!(
+        (on["dhcp_on"].as_bool(), on["primary_rack"].as_str()),
+        (Some(true), Some("rack01"))
+    );
+    // Subnet statistics and free ranges: 256 addresses; network, broadcast,
+    // gateway and the 100 dynamic ones are not available.
+    let st = json_of(&get(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/{sid}/?op=statistics&include_ranges=true"),
+    ));
+    assert_eq!(
+        (st["total_addresses"].as_u64(), st["num_available"].as_u64()),
+        (Some(256), Some(153))
+    );
+    assert_eq!(st["ranges"][0]["start"], "10.20.0.2");
+    let free = json_of(&get(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/{sid}/?op=unreserved_ip_ranges"),
+    ));
+    assert_eq!(
+        free,
+        serde_json::json!([
+            {"start": "10.20.0.2", "end": "10.20.0.99", "num_addresses": 98},
+            {"start": "10.20.0.200", "end": "10.20.0.254", "num_addresses": 55},
+        ])
+    );
+    let reserved = json_of(&get(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/{sid}/?op=reserved_ip_ranges"),
+    ));
+    assert!(
+        reserved
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["purpose"] == serde_json::json!(["dynamic"])),
+        "{reserved}"
+    );
+    let up = json_of(&put(
+        &lab,
+        admin,
+        &format!("{API}/subnets/{sid}/"),
+        "name=prov&dns_servers=10.20.0.2+10.20.0.3&gateway_ip=",
+    ));
+    assert_eq!(
+        (up["name"].as_str(), up["gateway_ip"].clone()),
+        (Some("prov"), serde_json::Value::Null)
+    );
+    assert_eq!(
+        up["dns_servers"],
+        serde_json::json!(["10.20.0.2", "10.20.0.3"])
+    );
+    let r = put(
+        &lab,
+        admin,
+        &format!("{API}/subnets/{sid}/"),
+        "gateway_ip=nowhere",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("gateway_ip"), "{}", r.body);
+    assert_eq!(
+        put(&lab, &lab.bob, &format!("{API}/subnets/{sid}/"), "name=x").status,
+        403
+    );
+    // IP range and space items.
+    let ranges = json_of(&get(&lab, Some(admin), &format!("{API}/ipranges/")));
+    let rid = ranges[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        json_of(&get(&lab, Some(admin), &format!("{API}/ipranges/{rid}/")))["start_ip"],
+        "10.20.0.100"
+    );
+    let sp = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/spaces/"),
+        "name=dmz",
+    ));
+    assert_eq!(
+        json_of(&get(&lab, Some(admin), &format!("{API}/spaces/dmz/")))["id"],
+        sp["id"]
+    );
+    assert_eq!(
+        delete(&lab, admin, &format!("{API}/spaces/{}/", sp["id"])).status,
+        204
+    );
+    assert_eq!(
+        get(&lab, Some(admin), &format!("{API}/spaces/dmz/")).status,
+        404
+    );
+    // Zones and pools: rename, describe, delete; the defaults stay.
+    assert_eq!(
+        post(&lab, Some(admin), &format!("{API}/zones/"), "name=z1").status,
+        200
+    );
+    let z = json_of(&put(
+        &lab,
+        admin,
+        &format!("{API}/zones/z1/"),
+        "name=z2&description=second",
+    ));
+    assert_eq!(
+        (z["name"].as_str(), z["description"].as_str()),
+        (Some("z2"), Some("second"))
+    );
+    assert_eq!(
+        get(&lab, Some(admin), &format!("{API}/zones/z1/")).status,
+        404
+    );
+    assert_eq!(
+        put(&lab, admin, &format!("{API}/zones/default/"), "name=other").status,
+        409
+    );
+    let p = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/resourcepools/"),
+        "name=gpu",
+    ));
+    let p2 = json_of(&put(
+        &lab,
+        admin,
+        &format!("{API}/resourcepool/{}/", p["id"]),
+        "description=GPUs",
+    ));
+    assert_eq!(p2["description"], "GPUs");
+    assert_eq!(
+        delete(&lab, admin, &format!("{API}/resourcepool/{}/", p["id"])).status,
+        204
+    );
+    // Tokens: made, listed, deleted.
+    let t = json_of(&post(
+        &lab,
+        Some(&lab.carol),
+        &format!("{API}/account/?op=create_authorisation_token"),
+        "name=ci",
+    ));
+    let key = t["token_key"].as_str().unwrap();
+    let r = post(
+        &lab,
+        Some(&lab.carol),
+        &format!("{API}/account/?op=delete_authorisation_token"),
+        &format!("token_key={key}"),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = post(
+        &lab,
+        Some(&lab.carol),
+        &format!("{API}/account/?op=delete_authorisation_token"),
+        &format!("token_key={key}"),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Enlistment's question, anonymously.
+    let r = get(
+        &lab,
+        None,
+        &format!("{API}/machines/?op=is_registered&mac_address=02:00:00:00:00:00"),
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "true"));
+    let r = get(
+        &lab,
+        None,
+        &format!("{API}/machines/?op=is_registered&mac_address=02:00:00:00:99:99"),
+    );
+    assert_eq!(r.body, "false");
+    assert_eq!(
+        get(
+            &lab,
+            None,
+            &format!("{API}/machines/?op=is_registered&mac_address=zz")
+        )
+        .status,
+        400
+    );
+}
+
+/// `set_storage_layout`: checked against the machine's disks by
+/// maas-curtin, stored with the machine, and what the curtin config
+/// partitions.
+#[test]
+fn the_storage_layout_is_checked_stored_and_deployed() {
+    let (lab, ready, _) = lab();
+    let admin = &lab.admin;
+    lab._rt.block_on(async {
+        let mut m = lab.store.machine_get(&ready).await.unwrap();
+        m.block_devices.push(maas_core::machine::BlockDevice::disk(
+            "sda",
+            100_000_000_000,
+        ));
+        m.block_devices.push(maas_core::machine::BlockDevice::disk(
+            "sdb",
+            200_000_000_000,
+        ));
+        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Uefi;
+        lab.store.machine_update(&m).await.unwrap();
+    });
+    let item = format!("{API}/machines/{ready}/");
+    let set = |form: &str| {
+        post(
+            &lab,
+            Some(admin),
+            &format!("{item}?op=set_storage_layout"),
+            form,
+        )
+    };
+    for (form, field) in [
+        ("", "storage_layout"),
+        ("storage_layout=zfs", "storage_layout"),
+        ("storage_layout=flat&root_device=sdz", "root_device"),
+        ("storage_layout=flat&vg_name=vg0", "vg_name"),
+        ("storage_layout=lvm&root_size=10Q", "root_size"),
+        ("storage_layout=flat&root_size=900G", "flat"),
+    ] {
+        let r = set(form);
+        assert_eq!(r.status, 400, "{form}: {}", r.body);
+        assert!(r.body.contains(field), "{form}: {}", r.body);
+    }
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &format!("{item}?op=set_storage_layout"),
+            "storage_layout=lvm"
+        )
+        .status,
+        403
+    );
+    let r = set("storage_layout=lvm&root_device=sdb&vg_name=vgdata&lv_size=50G");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let curtin = get(&lab, Some(admin), &format!("{item}?op=get_curtin_config"));
+    assert_eq!(curtin.status, 200, "{}", curtin.body);
+    assert!(
+        curtin.body.contains("vgdata"),
+        "the lvm layout is what curtin gets: {}",
+        curtin.body
+    );
+    assert!(curtin.body.contains("sdb"), "{}", curtin.body);
+    // Not while the machine is busy.
+    assert_eq!(
+        post(&lab, Some(admin), &format!("{item}?op=commission"), "").status,
+        200
+    );
+    let r = set("storage_layout=flat");
+    assert_eq!(r.status, 409, "{}", r.body);
+}

@@ -262,6 +262,8 @@ pub mod machine {
         pub user_data: Option<Vec<u8>>,
         /// JSON object of strings.
         pub owner_data: String,
+        /// JSON of maas-curtin's `StorageLayout`.
+        pub storage_layout: Option<String>,
         pub description: String,
         pub error_description: String,
         pub status_deadline: Option<DateTimeUtc>,

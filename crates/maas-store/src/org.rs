@@ -149,6 +149,88 @@ impl OrgRepository for SqlStore {
         Ok(())
     }
 
+    async fn zone_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        description: Option<&str>,
+    ) -> RepoResult<Zone> {
+        if let Some(n) = new_name {
+            validate_name("name", n)?;
+            if name == DEFAULT_ZONE && n != name {
+                return Err(RepositoryError::Conflict {
+                    kind: "zone",
+                    key: name.into(),
+                    reason: "the default zone cannot be renamed".into(),
+                });
+            }
+        }
+        let mut q = zone::Entity::update_many().filter(zone::Column::Name.eq(name));
+        if let Some(n) = new_name {
+            q = q.col_expr(zone::Column::Name, Expr::value(n));
+        }
+        if let Some(d) = description {
+            q = q.col_expr(zone::Column::Description, Expr::value(d));
+        }
+        if new_name.is_some() || description.is_some() {
+            // Machines refer to zones by name with ON UPDATE CASCADE.
+            let res = q
+                .exec(&self.db)
+                .await
+                .map_err(unique_as("zone", new_name.unwrap_or(name)))?;
+            if res.rows_affected == 0 {
+                return Err(RepositoryError::not_found("zone", name));
+            }
+        }
+        let wanted = new_name.unwrap_or(name);
+        self.zone_list()
+            .await?
+            .into_iter()
+            .find(|z| z.name == wanted)
+            .ok_or_else(|| RepositoryError::not_found("zone", wanted))
+    }
+
+    async fn pool_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        description: Option<&str>,
+    ) -> RepoResult<ResourcePool> {
+        if let Some(n) = new_name {
+            validate_name("name", n)?;
+            if name == DEFAULT_POOL && n != name {
+                return Err(RepositoryError::Conflict {
+                    kind: "resource pool",
+                    key: name.into(),
+                    reason: "the default pool cannot be renamed".into(),
+                });
+            }
+        }
+        let mut q =
+            resource_pool::Entity::update_many().filter(resource_pool::Column::Name.eq(name));
+        if let Some(n) = new_name {
+            q = q.col_expr(resource_pool::Column::Name, Expr::value(n));
+        }
+        if let Some(d) = description {
+            q = q.col_expr(resource_pool::Column::Description, Expr::value(d));
+        }
+        if new_name.is_some() || description.is_some() {
+            let res = q
+                .exec(&self.db)
+                .await
+                .map_err(unique_as("resource pool", new_name.unwrap_or(name)))?;
+            if res.rows_affected == 0 {
+                return Err(RepositoryError::not_found("resource pool", name));
+            }
+        }
+        let wanted = new_name.unwrap_or(name);
+        self.pool_list()
+            .await?
+            .into_iter()
+            .find(|p| p.name == wanted)
+            .ok_or_else(|| RepositoryError::not_found("resource pool", wanted))
+    }
+
     async fn tag_create(
         &self,
         name: &str,

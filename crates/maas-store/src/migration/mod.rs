@@ -8,6 +8,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_deployment;
 mod m20261122_000003_settings;
 mod m20261122_000004_script_results;
+mod m20261122_000005_storage_layout;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_deployment::Migration),
             Box::new(m20261122_000003_settings::Migration),
             Box::new(m20261122_000004_script_results::Migration),
+            Box::new(m20261122_000005_storage_layout::Migration),
         ]
     }
 }
