@@ -42,6 +42,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr};
 use sea_orm_migration::MigratorTrait;
 
+pub use machine::DEADLINE_LOCK;
 pub use migration::Migrator;
 
 /// Why the store could not be opened or migrated.

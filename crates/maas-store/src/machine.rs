@@ -38,6 +38,9 @@ use crate::{SqlStore, batch_rows, db_err};
 const IN_CHUNK: usize = 5_000;
 /// Candidates fetched per round while allocating.
 const ALLOCATION_PAGE: u64 = 64;
+/// The first key of the PostgreSQL advisory lock deadline expiry runs under
+/// (the second is the schema's hash): "MAAS" in ASCII.
+pub const DEADLINE_LOCK: i32 = 0x4D41_4153;
 /// Optimistic-concurrency retries before giving up.
 const MAX_ATTEMPTS: usize = 16;
 
@@ -990,6 +993,46 @@ impl MachineRepository for SqlStore {
     }
 
     async fn machine_expire_deadlines(&self, now: DateTime<Utc>) -> RepoResult<Vec<Machine>> {
+        // On PostgreSQL, regions sharing the database take turns: the one
+        // holding the advisory lock expires, the others skip this round
+        // (each expiry is its own checked transaction anyway; the lock saves
+        // the repeated work). Scoped to the schema, so separate deployments
+        // (and test schemas) on one server do not exclude each other.
+        let guard = if self.backend() == sea_orm::DbBackend::Postgres {
+            let txn = self.db.begin().await.map_err(db_err)?;
+            let row = txn
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!(
+                        "SELECT pg_try_advisory_xact_lock({DEADLINE_LOCK}, hashtext(current_schema())) AS got"
+                    ),
+                ))
+                .await
+                .map_err(db_err)?;
+            let got: bool = row
+                .map(|r| r.try_get("", "got"))
+                .transpose()
+                .map_err(db_err)?
+                .unwrap_or(false);
+            if !got {
+                txn.rollback().await.map_err(db_err)?;
+                debug!("another region is expiring deadlines");
+                return Ok(Vec::new());
+            }
+            Some(txn)
+        } else {
+            None
+        };
+        let out = self.expire_all(now).await;
+        if let Some(txn) = guard {
+            txn.commit().await.map_err(db_err)?;
+        }
+        out
+    }
+}
+
+impl SqlStore {
+    async fn expire_all(&self, now: DateTime<Utc>) -> RepoResult<Vec<Machine>> {
         let monitored: Vec<i32> = NodeStatus::ALL
             .into_iter()
             .filter(|s| s.is_monitored())
