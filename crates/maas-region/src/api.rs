@@ -323,27 +323,10 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         ("InterfaceHandler", name) => crate::interfaces::item(&r, name).await,
         ("NodeScriptResultsHandler", _) => crate::scripts::read(&r, false).await,
         ("NodeScriptResultHandler", _) => crate::scripts::read(&r, true).await,
-        ("BlockDevicesHandler", _) => {
-            let m = r.machine().await?;
-            ok(Value::Array(
-                m.block_devices
-                    .iter()
-                    .map(|d| render::block_device(&m, d))
-                    .collect(),
-            ))
-        }
-        ("BlockDeviceHandler", _) => {
-            let m = r.machine().await?;
-            let key = r.path("id");
-            let d = m
-                .block_devices
-                .iter()
-                .find(|d| d.id.is_some_and(|x| x.0.to_string() == key) || d.name == key)
-                .ok_or_else(|| {
-                    ApiError::NotFound("No BlockDevice matches the given query.".into())
-                })?;
-            ok(render::block_device(&m, d))
-        }
+        ("BlockDevicesHandler", _) => crate::blockdevs::list(&r).await,
+        ("BlockDeviceHandler", name) => crate::blockdevs::item(&r, name).await,
+        ("PartitionsHandler", name) => crate::blockdevs::partitions(&r, name).await,
+        ("PartitionHandler", name) => crate::blockdevs::partition(&r, name).await,
         ("TagsHandler", "read") => {
             let tags = r.region.store().tag_list().await?;
             ok(Value::Array(tags.iter().map(render::tag).collect()))

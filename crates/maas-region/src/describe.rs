@@ -272,7 +272,58 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "BlockDeviceHandler",
         doc: "Manage a block device of a node.",
         path: "nodes/{system_id}/blockdevices/{id}/",
-        ops: &[crud("read", "GET", "Read a block device.")],
+        ops: &[
+            crud("read", "GET", "Read a block device."),
+            op("format", "POST", "Format the whole device (fstype, label)."),
+            op("unformat", "POST", "Remove the filesystem."),
+            op(
+                "mount",
+                "POST",
+                "Mount the device's filesystem (mount_point, mount_options).",
+            ),
+            op("unmount", "POST", "Unmount the device's filesystem."),
+            op(
+                "set_boot_disk",
+                "POST",
+                "Install the boot loader on this disk.",
+            ),
+            op("add_tag", "POST", "Tag the device (tag)."),
+            op("remove_tag", "POST", "Untag the device (tag)."),
+        ],
+    },
+    Resource {
+        name: "PartitionsHandler",
+        doc: "Manage the partitions of a block device.",
+        path: "nodes/{system_id}/blockdevices/{device_id}/partitions/",
+        ops: &[
+            crud("read", "GET", "List the device's partitions."),
+            crud(
+                "create",
+                "POST",
+                "Add a partition (size in bytes, or the rest; bootable).",
+            ),
+        ],
+    },
+    Resource {
+        name: "PartitionHandler",
+        doc: "Manage a partition (no trailing slash, as MAAS).",
+        path: "nodes/{system_id}/blockdevices/{device_id}/partition/{id}",
+        ops: &[
+            crud("read", "GET", "Read a partition."),
+            crud(
+                "delete",
+                "DELETE",
+                "Delete a partition (the later ones move down a number).",
+            ),
+            op("format", "POST", "Format the partition (fstype, label)."),
+            op("unformat", "POST", "Remove the filesystem."),
+            op(
+                "mount",
+                "POST",
+                "Mount the partition's filesystem (mount_point, mount_options).",
+            ),
+            op("unmount", "POST", "Unmount the partition's filesystem."),
+        ],
     },
     Resource {
         name: "TagsHandler",

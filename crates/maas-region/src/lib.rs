@@ -30,6 +30,7 @@
 
 mod api;
 mod auth;
+mod blockdevs;
 mod describe;
 mod error;
 mod interfaces;

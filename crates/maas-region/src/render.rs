@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use maas_core::account::User;
-use maas_core::machine::{BlockDevice, Interface, Machine};
+use maas_core::machine::{Interface, Machine};
 use maas_core::network::{Fabric, Subnet, Vlan};
 use maas_core::org::{ResourcePool, Zone};
 use serde_json::{Value, json};
@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     vlans: HashMap<i64, Vlan>,
     fabrics: HashMap<i64, Fabric>,
     subnets: HashMap<i64, Subnet>,
+    /// What machines without a layout of their own have on their disks.
+    default_layout: maas_curtin::StorageLayout,
 }
 
 impl Ctx {
@@ -60,6 +62,7 @@ impl Ctx {
                 .into_iter()
                 .map(|n| (n.id.0, n))
                 .collect(),
+            default_layout: region.default_layout().await?,
         })
     }
 
@@ -238,7 +241,12 @@ impl Ctx {
             .and_then(|b| m.interfaces.iter().find(|i| &i.name == b))
             .or_else(|| m.interfaces.first())
             .map(|i| self.interface(m, i));
-        let disks: Vec<Value> = m.block_devices.iter().map(|d| block_device(m, d)).collect();
+        let plan = crate::blockdevs::plan_of(m, &self.default_layout);
+        let disks: Vec<Value> = m
+            .block_devices
+            .iter()
+            .map(|d| crate::blockdevs::block_device(m, d, plan.as_ref()))
+            .collect();
         let ips: Vec<String> = m
             .interfaces
             .iter()
@@ -348,33 +356,6 @@ impl Ctx {
             "enable_hw_sync": false,
         })
     }
-}
-
-pub(crate) fn block_device(m: &Machine, d: &BlockDevice) -> Value {
-    let id = d.id.map_or(0, |x| x.0);
-    json!({
-        "id": id,
-        "system_id": m.system_id.to_string(),
-        "name": d.name,
-        "uuid": null,
-        "type": "physical",
-        "path": format!("/dev/disk/by-dname/{}", d.name),
-        "model": d.model,
-        "serial": d.serial,
-        "id_path": d.id_path,
-        "size": d.size_bytes,
-        "block_size": d.block_size,
-        "available_size": d.size_bytes,
-        "used_size": 0,
-        "used_for": "Unused",
-        "tags": d.tags,
-        "filesystem": null,
-        "partition_table_type": null,
-        "partitions": [],
-        "storage_pool": null,
-        "numa_node": 0,
-        "resource_uri": format!("{API}/nodes/{}/blockdevices/{id}/", m.system_id),
-    })
 }
 
 pub(crate) fn zone(z: &Zone) -> Value {

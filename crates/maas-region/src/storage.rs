@@ -162,6 +162,11 @@ impl Region {
                 ))
             });
         }
+        self.default_layout().await
+    }
+
+    /// The `default_storage_layout` setting as a layout.
+    pub(crate) async fn default_layout(&self) -> Result<StorageLayout, ApiError> {
         let name = self.setting("default_storage_layout").await?;
         let name = name.as_str().unwrap_or("flat");
         // vmfs and custom defaults have no generated form here: flat.

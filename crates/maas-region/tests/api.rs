@@ -2168,3 +2168,188 @@ fn the_storage_layout_is_checked_stored_and_deployed() {
     let r = set("storage_layout=flat");
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+/// Block devices show what the layout puts on them; partitions, formats
+/// and mounts edit the machine's plan (as a custom layout) and are what
+/// the curtin config then partitions.
+#[test]
+fn partitions_filesystems_and_mounts_edit_the_plan() {
+    let (lab, ready, _) = lab();
+    let admin = &lab.admin;
+    let (sda, sdb) = lab._rt.block_on(async {
+        let mut m = lab.store.machine_get(&ready).await.unwrap();
+        m.block_devices.push(maas_core::machine::BlockDevice::disk(
+            "sda",
+            100_000_000_000,
+        ));
+        m.block_devices
+            .push(maas_core::machine::BlockDevice::disk("sdb", 50_000_000_000));
+        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Uefi;
+        let m = lab.store.machine_update(&m).await.unwrap();
+        (
+            m.block_devices[0].id.unwrap().0,
+            m.block_devices[1].id.unwrap().0,
+        )
+    });
+    let base = format!("{API}/nodes/{ready}/blockdevices");
+    // The default (flat) layout: an EFI partition and root on sda.
+    let d = json_of(&get(&lab, Some(admin), &format!("{base}/{sda}/")));
+    assert_eq!(d["partition_table_type"], "GPT");
+    let parts = d["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{d}");
+    assert_eq!(parts[1]["filesystem"]["mount_point"], "/");
+    assert_eq!(parts[1]["filesystem"]["fstype"], "ext4");
+    let sum: u64 = parts.iter().map(|p| p["size"].as_u64().unwrap()).sum();
+    assert!(sum <= 100_000_000_000 && sum > 99_000_000_000, "{sum}");
+    // Two partitions on sdb: 10 GB, then the rest.
+    let p1 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/{sdb}/partitions/"),
+        "size=10000000000",
+    ));
+    assert_eq!(
+        (p1["id"].as_u64(), p1["size"].as_u64()),
+        (Some(1), Some(10_000_000_000u64.div_ceil(1 << 20) << 20))
+    );
+    let p2 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/{sdb}/partitions/"),
+        "",
+    ));
+    assert_eq!(p2["id"], 2);
+    let r = post(&lab, Some(admin), &format!("{base}/{sdb}/partitions/"), "");
+    assert_eq!(r.status, 400, "a second rest partition: {}", r.body);
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/{sdb}/partitions/"),
+        "size=90000000000",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("size"), "{}", r.body);
+    let part = |n: u32| format!("{base}/{sdb}/partition/{n}");
+    let f = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{}?op=format", part(1)),
+        "fstype=xfs&label=srv",
+    ));
+    assert_eq!(
+        (
+            f["filesystem"]["fstype"].as_str(),
+            f["filesystem"]["label"].as_str()
+        ),
+        (Some("xfs"), Some("srv"))
+    );
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{}?op=format", part(2)),
+        "fstype=zfs",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("fstype"), "{}", r.body);
+    let m = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{}?op=mount", part(1)),
+        "mount_point=/srv&mount_options=noatime",
+    ));
+    assert_eq!(m["filesystem"]["mount_point"], "/srv");
+    assert_eq!(m["used_for"], "xfs formatted filesystem mounted at /srv");
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{}?op=format", part(2)),
+            "fstype=ext4"
+        )
+        .status,
+        200
+    );
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{}?op=mount", part(2)),
+        "mount_point=/srv",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("mount_point"), "{}", r.body);
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{}?op=mount", part(2)),
+            "mount_point=/data"
+        )
+        .status,
+        200
+    );
+    // The curtin config carries the edited plan.
+    let curtin = get(
+        &lab,
+        Some(admin),
+        &format!("{API}/machines/{ready}/?op=get_curtin_config"),
+    );
+    assert_eq!(curtin.status, 200, "{}", curtin.body);
+    for want in ["/srv", "/data", "sdb-part2", "xfs"] {
+        assert!(
+            curtin.body.contains(want),
+            "{want} missing: {}",
+            curtin.body
+        );
+    }
+    // Delete: refused while mounted; then the later partition moves down.
+    assert_eq!(delete(&lab, admin, &part(1)).status, 409);
+    assert_eq!(
+        post(&lab, Some(admin), &format!("{}?op=unmount", part(1)), "").status,
+        200
+    );
+    assert_eq!(delete(&lab, admin, &part(1)).status, 204);
+    let moved = json_of(&get(&lab, Some(admin), &part(1)));
+    assert_eq!(moved["filesystem"]["mount_point"], "/data");
+    assert_eq!(get(&lab, Some(admin), &part(2)).status, 404);
+    // A whole partitioned disk cannot be formatted; the machine list shows
+    // the plan too.
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/{sdb}/?op=format"),
+        "fstype=ext4",
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let listed = json_of(&get(&lab, Some(admin), &format!("{API}/machines/{ready}/")));
+    assert_eq!(
+        listed["blockdevice_set"][1]["partitions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // Refusals: another user's machine, a busy machine.
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &format!("{base}/{sdb}/partitions/"),
+            ""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{API}/machines/{ready}/?op=commission"),
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(&lab, Some(admin), &format!("{base}/{sdb}/partitions/"), "").status,
+        409
+    );
+}
