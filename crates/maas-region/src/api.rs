@@ -1102,7 +1102,8 @@ async fn machines_release(r: &Req<'_>) -> Result<Response, ApiError> {
         if m.status == NodeStatus::Ready {
             continue;
         }
-        r.region.release(&m, &r.actor(), false).await?;
+        let erase = r.params.flag("erase", r.region.erase_on_release().await?)?;
+        r.region.release(&m, &r.actor(), erase).await?;
         released.push(id.to_string());
     }
     ok(json!(released))
@@ -1128,6 +1129,17 @@ impl Region {
         self.rotate_node_token(id).await?;
         self.forget_deployment(id).await?;
         let mut m = store.machine_get(id).await?;
+        if m.status == NodeStatus::DiskErasing {
+            // The ephemeral environment boots with the erase purpose, wipes
+            // the disks and signals OK (-> Ready) or FAILED.
+            if let Err(e) = self.power(&m, PowerRequest::On).await {
+                store
+                    .machine_set_status(id, NodeStatus::FailedDiskErasing, &e.to_string())
+                    .await?;
+                return Err(e);
+            }
+            return Ok(store.machine_get(id).await?);
+        }
         if m.status != NodeStatus::Releasing {
             return Ok(m);
         }
@@ -1227,7 +1239,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
     let store = r.region.store();
     let actor = r.actor();
     let opts = ActionOptions {
-        erase: r.params.flag("erase", false)?,
+        erase: r.params.flag("erase", r.region.erase_on_release().await?)?,
         comment: r.params.get("comment").map(str::to_owned),
     };
     let m = r.machine().await?;

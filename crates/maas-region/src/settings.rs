@@ -192,6 +192,16 @@ impl Region {
         })
     }
 
+    /// Whether a release that does not say erases the disks
+    /// (`enable_disk_erasing_on_release`).
+    pub(crate) async fn erase_on_release(&self) -> Result<bool, ApiError> {
+        Ok(self
+            .setting("enable_disk_erasing_on_release")
+            .await?
+            .as_bool()
+            .unwrap_or(false))
+    }
+
     /// `(osystem, series)` a deployment that names none gets.
     pub(crate) async fn default_release(&self) -> Result<(String, String), ApiError> {
         let text = |v: Value| v.as_str().unwrap_or_default().to_owned();

@@ -2353,3 +2353,86 @@ fn partitions_filesystems_and_mounts_edit_the_plan() {
         409
     );
 }
+
+/// Release with erase: Disk erasing until the ephemeral environment
+/// signals; the `enable_disk_erasing_on_release` setting makes it the
+/// default.
+#[test]
+fn release_with_erase_waits_for_the_erase_signal() {
+    let (lab, ready, bobs) = lab();
+    let admin = Some(&lab.admin);
+    let token_of = |id: &SystemId| {
+        let t = json_of(&get(
+            &lab,
+            admin,
+            &format!("{API}/machines/{id}/?op=get_token"),
+        ));
+        ApiToken {
+            consumer_key: t["consumer_key"].as_str().unwrap().into(),
+            token_key: t["token_key"].as_str().unwrap().into(),
+            token_secret: t["token_secret"].as_str().unwrap().into(),
+            ..lab.admin.clone()
+        }
+    };
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{bobs}/?op=release"),
+        "erase=true",
+    );
+    assert_eq!(json_of(&r)["status_name"], "Disk erasing");
+    let node = token_of(&bobs);
+    assert_eq!(
+        signal(&lab, &node, &[("op", "signal"), ("status", "OK")], &[]).status,
+        200
+    );
+    assert_eq!(
+        json_of(&get(&lab, admin, &format!("{API}/machines/{bobs}/")))["status_name"],
+        "Ready"
+    );
+    // Erasing by default.
+    assert_eq!(
+        post(
+            &lab,
+            admin,
+            &format!("{API}/maas/?op=set_config"),
+            "name=enable_disk_erasing_on_release&value=true"
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &format!("{API}/machines/?op=allocate"),
+            &format!("system_id={ready}")
+        )
+        .status,
+        200
+    );
+    let r = post(
+        &lab,
+        Some(&lab.bob),
+        &format!("{API}/machines/{ready}/?op=release"),
+        "",
+    );
+    assert_eq!(json_of(&r)["status_name"], "Disk erasing");
+    let node = token_of(&ready);
+    let r = signal(
+        &lab,
+        &node,
+        &[
+            ("op", "signal"),
+            ("status", "FAILED"),
+            ("error", "sdb: write error"),
+        ],
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let m = json_of(&get(&lab, admin, &format!("{API}/machines/{ready}/")));
+    assert_eq!(
+        (m["status_name"].as_str(), m["error_description"].as_str()),
+        (Some("Failed disk erasing"), Some("sdb: write error"))
+    );
+}
