@@ -330,6 +330,16 @@ pub trait OrgRepository: Send + Sync {
     async fn domain_create(&self, name: &str, authoritative: bool) -> RepoResult<Domain>;
     /// All domains.
     async fn domain_list(&self) -> RepoResult<Vec<Domain>>;
+    /// Renames a domain (its machines follow) or changes its settings.
+    async fn domain_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        authoritative: Option<bool>,
+        ttl: Option<Option<u32>>,
+    ) -> RepoResult<Domain>;
+    /// Deletes a domain no machine is in.
+    async fn domain_delete(&self, name: &str) -> RepoResult<()>;
 }
 
 /// Users, SSH keys and API tokens.

@@ -635,8 +635,15 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         }
         ("DomainsHandler", "read") => {
             let domains = r.region.store().domain_list().await?;
-            ok(Value::Array(domains.iter().map(render::domain).collect()))
+            let default = r.region.default_domain().await?;
+            ok(Value::Array(
+                domains
+                    .iter()
+                    .map(|d| render::domain(d, &default))
+                    .collect(),
+            ))
         }
+        ("DomainHandler", name) => crate::netapi::domain_op(&r, name).await,
         ("DomainsHandler", "create") => {
             r.admin()?;
             let name = r
@@ -648,7 +655,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 .store()
                 .domain_create(name, r.params.flag("authoritative", true)?)
                 .await?;
-            ok(render::domain(&d))
+            ok(render::domain(&d, &r.region.default_domain().await?))
         }
         ("UsersHandler", "read") => {
             let me = r.user();
@@ -952,6 +959,7 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
     r.admin()?;
     let p = &r.params;
     let mut m = machine_from_form(p)?;
+    m.domain = r.region.default_domain_name().await?;
     let id = m.system_id.clone();
     if let Some(d) = p.get("description") {
         m.description = d.to_owned();
@@ -982,7 +990,8 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
 /// otherwise a New machine is created. The answer is the anonymous view.
 async fn machines_enlist(r: &Req<'_>) -> Result<Response, ApiError> {
     let p = &r.params;
-    let new = machine_from_form(p)?;
+    let mut new = machine_from_form(p)?;
+    new.domain = r.region.default_domain_name().await?;
     let store = r.region.store();
     for mac in new.interfaces.iter().filter_map(|i| i.mac) {
         if let Some(mut m) = store.machine_get_by_mac(mac).await?

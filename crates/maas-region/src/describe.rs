@@ -545,6 +545,29 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "DomainHandler",
+        doc: "Manage a DNS domain.",
+        path: "domains/{id}/",
+        ops: &[
+            crud("read", "GET", "Read a domain."),
+            crud(
+                "update",
+                "PUT",
+                "Update a domain (admin; name, authoritative, ttl).",
+            ),
+            crud(
+                "delete",
+                "DELETE",
+                "Delete a domain no machine is in (admin; not the default).",
+            ),
+            op(
+                "set_default",
+                "POST",
+                "Make this the domain new machines go in (admin).",
+            ),
+        ],
+    },
+    Resource {
         name: "UsersHandler",
         doc: "Manage the user accounts of this MAAS.",
         path: "users/",

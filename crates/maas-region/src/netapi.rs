@@ -433,3 +433,74 @@ pub(crate) async fn space_op(r: &Req<'_>, op: &str) -> Result<Response, ApiError
     }
     ok(render::space(&s))
 }
+
+/// `domains/{id}/`: read, update (name, authoritative, ttl), delete,
+/// `set_default`.
+pub(crate) async fn domain_op(r: &Req<'_>, op: &str) -> Result<Response, ApiError> {
+    let key = r.path("id");
+    let store = r.region.store();
+    let d = store
+        .domain_list()
+        .await?
+        .into_iter()
+        .find(|d| d.id.0.to_string() == key || d.name == key)
+        .ok_or_else(|| ApiError::NotFound("No Domain matches the given query.".into()))?;
+    let default = r.region.default_domain().await?;
+    match op {
+        "read" => ok(render::domain(&d, &default)),
+        "update" => {
+            r.admin()?;
+            let p = &r.params;
+            let ttl = match p.pairs().find(|(k, _)| *k == "ttl") {
+                None => None,
+                Some((_, "")) => Some(None),
+                Some((_, t)) => {
+                    Some(Some(u32::try_from(number(t, "ttl")?).map_err(|_| {
+                        ApiError::invalid("ttl", format!("{t} is not a TTL."))
+                    })?))
+                }
+            };
+            let authoritative = match p.get("authoritative") {
+                Some(_) => Some(p.flag("authoritative", true)?),
+                None => None,
+            };
+            let new_name = p.get("name");
+            let saved = store
+                .domain_update(&d.name, new_name, authoritative, ttl)
+                .await?;
+            if d.name == default && saved.name != default {
+                store
+                    .config_set(
+                        crate::settings::DEFAULT_DOMAIN_KEY,
+                        &json!(saved.name).to_string(),
+                    )
+                    .await?;
+            }
+            ok(render::domain(&saved, &r.region.default_domain().await?))
+        }
+        "delete" => {
+            r.admin()?;
+            if d.name == default {
+                return Err(ApiError::Conflict(format!(
+                    "{} is the default domain; make another the default first.",
+                    d.name
+                )));
+            }
+            store.domain_delete(&d.name).await?;
+            no_content()
+        }
+        "set_default" => {
+            r.admin()?;
+            store
+                .config_set(
+                    crate::settings::DEFAULT_DOMAIN_KEY,
+                    &json!(d.name).to_string(),
+                )
+                .await?;
+            ok(render::domain(&d, &d.name))
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "DomainHandler has no operation {other}"
+        ))),
+    }
+}

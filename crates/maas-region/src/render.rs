@@ -26,6 +26,8 @@ pub(crate) struct Ctx {
     subnets: HashMap<i64, Subnet>,
     /// What machines without a layout of their own have on their disks.
     default_layout: maas_curtin::StorageLayout,
+    domains: HashMap<String, maas_core::org::Domain>,
+    default_domain: String,
 }
 
 impl Ctx {
@@ -63,6 +65,13 @@ impl Ctx {
                 .map(|n| (n.id.0, n))
                 .collect(),
             default_layout: region.default_layout().await?,
+            domains: s
+                .domain_list()
+                .await?
+                .into_iter()
+                .map(|d| (d.name.clone(), d))
+                .collect(),
+            default_domain: region.default_domain().await?,
         })
     }
 
@@ -270,8 +279,11 @@ impl Ctx {
             "system_id": sid,
             "hostname": m.hostname.to_string(),
             "description": m.description,
-            "domain": {"id": 0, "name": m.domain.to_string(), "ttl": null, "authoritative": true,
-                "resource_record_count": 0, "is_default": true, "resource_uri": format!("{API}/domains/0/")},
+            "domain": match self.domains.get(m.domain.as_str()) {
+                Some(d) => domain(d, &self.default_domain),
+                None => json!({"id": 0, "name": m.domain.to_string(), "ttl": null, "authoritative": true,
+                    "resource_record_count": 0, "is_default": false, "resource_uri": format!("{API}/domains/0/")}),
+            },
             "fqdn": m.fqdn(),
             "owner": m.owner,
             "owner_data": m.owner_data,
@@ -387,14 +399,14 @@ pub(crate) fn space(s: &maas_core::network::Space) -> Value {
     })
 }
 
-pub(crate) fn domain(d: &maas_core::org::Domain) -> Value {
+pub(crate) fn domain(d: &maas_core::org::Domain, default: &str) -> Value {
     json!({
         "id": d.id.0,
         "name": d.name,
         "ttl": d.ttl,
         "authoritative": d.authoritative,
         "resource_record_count": 0,
-        "is_default": d.name == "maas",
+        "is_default": d.name == default,
         "resource_uri": format!("{API}/domains/{}/", d.id.0),
     })
 }

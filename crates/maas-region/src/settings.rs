@@ -117,6 +117,9 @@ const SETTINGS: &[(&str, Kind, &str)] = &[
     ("auto_vlan_creation", Bool, "true"),
 ];
 
+/// Where the default domain is kept in the settings table.
+pub(crate) const DEFAULT_DOMAIN_KEY: &str = "default_domain";
+
 /// Settings whose values are secrets: readable by admins only (all of
 /// `maas/` is), never logged.
 const SECRET: &[&str] = &["vcenter_password", "maas_auto_ipmi_k_g_bmc_key"];
@@ -190,6 +193,25 @@ impl Region {
             _ => serde_json::from_str(default)
                 .map_err(|e| ApiError::Internal(format!("default of {name}: {e}")))?,
         })
+    }
+
+    /// The domain new machines go in (`domains/{id}/?op=set_default`; kept
+    /// in the settings table under a name `get_config` does not serve).
+    pub(crate) async fn default_domain(&self) -> Result<String, ApiError> {
+        let stored = self.store().config_list().await?;
+        Ok(stored
+            .get(DEFAULT_DOMAIN_KEY)
+            .and_then(|v| serde_json::from_str::<String>(v).ok())
+            .unwrap_or_else(|| maas_core::types::DomainName::maas().to_string()))
+    }
+
+    /// [`Region::default_domain`] as a name.
+    pub(crate) async fn default_domain_name(
+        &self,
+    ) -> Result<maas_core::types::DomainName, ApiError> {
+        let d = self.default_domain().await?;
+        maas_core::types::DomainName::parse(&d)
+            .map_err(|e| ApiError::Internal(format!("default domain {d:?}: {e}")))
     }
 
     /// Whether a release that does not say erases the disks

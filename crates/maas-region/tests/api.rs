@@ -2436,3 +2436,86 @@ fn release_with_erase_waits_for_the_erase_signal() {
         (Some("Failed disk erasing"), Some("sdb: write error"))
     );
 }
+
+/// Domains: read, update, the default (new machines go in it), delete
+/// refused for the default and for a domain with machines.
+#[test]
+fn domains_change_and_the_default_is_used() {
+    let (lab, _, _) = lab();
+    let admin = &lab.admin;
+    let d = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/domains/"),
+        "name=lab.example",
+    ));
+    let id = d["id"].as_i64().unwrap();
+    assert_eq!(d["is_default"], false);
+    let up = json_of(&put(
+        &lab,
+        admin,
+        &format!("{API}/domains/{id}/"),
+        "ttl=300&authoritative=false",
+    ));
+    assert_eq!(
+        (up["ttl"].as_i64(), up["authoritative"].as_bool()),
+        (Some(300), Some(false))
+    );
+    let r = put(&lab, admin, &format!("{API}/domains/{id}/"), "ttl=forever");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("ttl"), "{}", r.body);
+    let def = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/domains/{id}/?op=set_default"),
+        "",
+    ));
+    assert_eq!(def["is_default"], true);
+    let all = json_of(&get(&lab, Some(admin), &format!("{API}/domains/")));
+    let defaults: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["is_default"] == true)
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(defaults, ["lab.example"]);
+    let m = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/machines/"),
+        "architecture=amd64/generic&mac_addresses=02:00:00:00:07:01&hostname=web1&commission=false",
+    ));
+    assert_eq!(
+        (m["fqdn"].as_str(), m["domain"]["name"].as_str()),
+        (Some("web1.lab.example"), Some("lab.example"))
+    );
+    assert_eq!(
+        delete(&lab, admin, &format!("{API}/domains/{id}/")).status,
+        409,
+        "the default"
+    );
+    let maas = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "maas")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{API}/domains/{maas}/?op=set_default"),
+            ""
+        )
+        .status,
+        200
+    );
+    let r = delete(&lab, admin, &format!("{API}/domains/{id}/"));
+    assert_eq!(r.status, 409, "a machine is in it: {}", r.body);
+    assert_eq!(
+        put(&lab, &lab.bob, &format!("{API}/domains/{id}/"), "ttl=1").status,
+        403
+    );
+}

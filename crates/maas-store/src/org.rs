@@ -397,6 +397,76 @@ impl OrgRepository for SqlStore {
             })
             .collect())
     }
+
+    async fn domain_update(
+        &self,
+        name: &str,
+        new_name: Option<&str>,
+        authoritative: Option<bool>,
+        ttl: Option<Option<u32>>,
+    ) -> RepoResult<Domain> {
+        let new_name = new_name.map(DomainName::parse).transpose()?;
+        let mut q = domain::Entity::update_many().filter(domain::Column::Name.eq(name));
+        let mut any = false;
+        if let Some(n) = &new_name {
+            q = q.col_expr(domain::Column::Name, Expr::value(n.to_string()));
+            any = true;
+        }
+        if let Some(a) = authoritative {
+            q = q.col_expr(domain::Column::Authoritative, Expr::value(a));
+            any = true;
+        }
+        if let Some(t) = ttl {
+            q = q.col_expr(domain::Column::Ttl, Expr::value(t.map(i64::from)));
+            any = true;
+        }
+        let wanted = new_name
+            .as_ref()
+            .map_or(name.to_owned(), ToString::to_string);
+        if any {
+            // Machines refer to domains by name with ON UPDATE CASCADE.
+            let res = q
+                .exec(&self.db)
+                .await
+                .map_err(unique_as("domain", &wanted))?;
+            if res.rows_affected == 0 {
+                return Err(RepositoryError::not_found("domain", name));
+            }
+        }
+        self.domain_list()
+            .await?
+            .into_iter()
+            .find(|d| d.name == wanted)
+            .ok_or_else(|| RepositoryError::not_found("domain", wanted))
+    }
+
+    async fn domain_delete(&self, name: &str) -> RepoResult<()> {
+        let used = machine::Entity::find()
+            .select_only()
+            .column(machine::Column::Id)
+            .filter(machine::Column::Domain.eq(name))
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        if used.is_some() {
+            return Err(RepositoryError::Conflict {
+                kind: "domain",
+                key: name.into(),
+                reason: "machines are still in it".into(),
+            });
+        }
+        let res = domain::Entity::delete_many()
+            .filter(domain::Column::Name.eq(name))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Err(RepositoryError::not_found("domain", name));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
