@@ -270,6 +270,16 @@ pub struct InterfaceLink {
     pub ip: Option<IpAddr>,
 }
 
+/// The links (their stored address ids) a machine's default IPv4 and IPv6
+/// routes go through; `None`: the first link whose subnet has a gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayLinks {
+    /// The IPv4 default route's link.
+    pub ipv4: Option<StaticAddressId>,
+    /// The IPv6 default route's link.
+    pub ipv6: Option<StaticAddressId>,
+}
+
 /// A network interface of a machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
@@ -454,6 +464,10 @@ pub struct Machine {
     /// maas-curtin's, a layer above); `None`: the configured default.
     #[serde(default)]
     pub storage_layout: Option<String>,
+    /// The links the default routes go through, chosen with
+    /// `set_default_gateway`.
+    #[serde(default)]
+    pub gateway_links: GatewayLinks,
     /// Free text.
     pub description: String,
     /// Why the last operation failed, or the mark-broken comment.
@@ -502,6 +516,7 @@ impl Machine {
             user_data: None,
             owner_data: BTreeMap::new(),
             storage_layout: None,
+            gateway_links: GatewayLinks::default(),
             description: String::new(),
             error_description: String::new(),
             status_deadline: None,

@@ -1352,6 +1352,17 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 .await?
         }
         "set_storage_layout" => crate::storage::set_layout(r, m).await?,
+        "clear_default_gateways" => {
+            let me = r.user();
+            if !me.is_admin && m.owner.as_deref() != Some(me.username.as_str()) {
+                return Err(ApiError::Forbidden(
+                    "Only the machine's owner or an admin may change its gateways.".into(),
+                ));
+            }
+            let mut m = m;
+            m.gateway_links = maas_core::machine::GatewayLinks::default();
+            store.machine_update(&m).await?
+        }
         "set_owner_data" | "set_workload_annotations" => {
             let me = r.user();
             if m.owner.is_none() {

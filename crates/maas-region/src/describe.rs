@@ -151,6 +151,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "Choose the storage layout (admin; storage_layout flat, lvm, bcache or blank; boot_size, root_size, root_device, vg_name, lv_name, lv_size, cache_device, cache_mode).",
             ),
             op(
+                "clear_default_gateways",
+                "POST",
+                "Forget the chosen default gateways (the first links with a gateway serve).",
+            ),
+            op(
                 "set_owner_data",
                 "POST",
                 "Set (key=value) or clear (key=) the owner's data.",
@@ -239,6 +244,11 @@ pub(crate) static RESOURCES: &[Resource] = &[
                 "Link to a subnet (mode AUTO, DHCP, STATIC or LINK_UP; subnet; ip_address for STATIC).",
             ),
             op("unlink_subnet", "POST", "Remove a link (id)."),
+            op(
+                "set_default_gateway",
+                "POST",
+                "Route the machine's default traffic through this interface's link (link_id; default: its first link with a gateway).",
+            ),
             op("disconnect", "POST", "Remove every link and the VLAN."),
         ],
     },

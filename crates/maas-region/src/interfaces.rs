@@ -339,6 +339,21 @@ pub(crate) async fn create(r: &Req<'_>, op: &str) -> Result<Response, ApiError> 
     save_and_show(r, &m, &name).await
 }
 
+/// Drops gateway choices whose link is gone.
+fn forget_gateways(m: &mut Machine) {
+    let links: Vec<_> = m
+        .interfaces
+        .iter()
+        .flat_map(|i| i.links.iter().filter_map(|l| l.id))
+        .collect();
+    if m.gateway_links.ipv4.is_some_and(|id| !links.contains(&id)) {
+        m.gateway_links.ipv4 = None;
+    }
+    if m.gateway_links.ipv6.is_some_and(|id| !links.contains(&id)) {
+        m.gateway_links.ipv6 = None;
+    }
+}
+
 /// The operations on one interface.
 pub(crate) async fn item(r: &Req<'_>, op: &str) -> Result<Response, ApiError> {
     if op == "read" {
@@ -488,7 +503,34 @@ pub(crate) async fn item(r: &Req<'_>, op: &str) -> Result<Response, ApiError> {
                 subnet: subnet.as_ref().map(|s| s.id),
                 ip,
             });
-            save_and_show(r, &m, &name).await
+            let wants_gateway = r.params.flag("default_gateway", false)?;
+            if !wants_gateway {
+                return save_and_show(r, &m, &name).await;
+            }
+            let s = subnet
+                .as_ref()
+                .filter(|s| s.gateway_ip.is_some() && matches!(mode, LinkMode::Auto | LinkMode::Static))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "default_gateway",
+                        "only an AUTO or STATIC link to a subnet with a gateway can be the default gateway",
+                    )
+                })?;
+            let ipv4 = s.cidr.addr().is_ipv4();
+            let mut saved = r.region.store().machine_update(&m).await?;
+            // The new link is the last one on the interface.
+            let link = saved
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .and_then(|i| i.links.last())
+                .and_then(|l| l.id);
+            if ipv4 {
+                saved.gateway_links.ipv4 = link;
+            } else {
+                saved.gateway_links.ipv6 = link;
+            }
+            save_and_show(r, &saved, &name).await
         }
         "unlink_subnet" => {
             let id = r.params.get("id").ok_or_else(|| ApiError::required("id"))?;
@@ -499,12 +541,55 @@ pub(crate) async fn item(r: &Req<'_>, op: &str) -> Result<Response, ApiError> {
             if i.links.len() == before {
                 return Err(ApiError::invalid("id", format!("No link {id} on {name}.")));
             }
+            forget_gateways(&mut m);
             save_and_show(r, &m, &name).await
         }
         "disconnect" => {
             let i = &mut m.interfaces[idx];
             i.links.clear();
             i.vlan = None;
+            forget_gateways(&mut m);
+            save_and_show(r, &m, &name).await
+        }
+        "set_default_gateway" => {
+            let subnets = r.region.store().subnet_list().await?;
+            let gateway_of = |l: &InterfaceLink| {
+                l.subnet
+                    .and_then(|s| subnets.iter().find(|x| x.id == s))
+                    .and_then(|s| s.gateway_ip)
+            };
+            let i = &m.interfaces[idx];
+            let wanted = r.params.get("link_id");
+            let candidates: Vec<&InterfaceLink> = i
+                .links
+                .iter()
+                .filter(|l| wanted.is_none_or(|w| l.id.is_some_and(|x| x.0.to_string() == w)))
+                .filter(|l| matches!(l.mode, LinkMode::Auto | LinkMode::Static))
+                .filter(|l| gateway_of(l).is_some())
+                .collect();
+            if candidates.is_empty() {
+                return Err(ApiError::invalid(
+                    if wanted.is_some() { "link_id" } else { "id" },
+                    format!(
+                        "{name} has no AUTO or STATIC link{} to a subnet with a gateway.",
+                        wanted.map(|w| format!(" {w}")).unwrap_or_default()
+                    ),
+                ));
+            }
+            // One per family: the first candidate of each.
+            let pick = |ipv4: bool| {
+                candidates
+                    .iter()
+                    .find(|l| gateway_of(l).is_some_and(|g| g.is_ipv4() == ipv4))
+                    .and_then(|l| l.id)
+            };
+            let (v4, v6) = (pick(true), pick(false));
+            if v4.is_some() {
+                m.gateway_links.ipv4 = v4;
+            }
+            if v6.is_some() {
+                m.gateway_links.ipv6 = v6;
+            }
             save_and_show(r, &m, &name).await
         }
         other => Err(ApiError::BadRequest(format!(

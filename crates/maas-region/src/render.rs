@@ -240,6 +240,38 @@ impl Ctx {
         })
     }
 
+    /// The default route of one family: the chosen link, else the first
+    /// link whose subnet has a gateway of that family.
+    pub(crate) fn gateway(&self, m: &Machine, ipv4: bool) -> Value {
+        let chosen = if ipv4 {
+            m.gateway_links.ipv4
+        } else {
+            m.gateway_links.ipv6
+        };
+        let links = m.interfaces.iter().flat_map(|i| i.links.iter());
+        let with_gateway = |l: &&maas_core::machine::InterfaceLink| {
+            l.subnet
+                .and_then(|s| self.subnets.get(&s.0))
+                .and_then(|s| s.gateway_ip)
+                .is_some_and(|g| g.is_ipv4() == ipv4)
+        };
+        let link = match chosen {
+            Some(id) => links
+                .clone()
+                .find(|l| l.id == Some(id))
+                .filter(with_gateway),
+            None => None,
+        }
+        .or_else(|| links.clone().find(with_gateway));
+        match link {
+            Some(l) => json!({
+                "gateway_ip": l.subnet.and_then(|s| self.subnets.get(&s.0)).and_then(|s| s.gateway_ip).map(|g| g.to_string()),
+                "link_id": l.id.map(|x| x.0),
+            }),
+            None => json!({"gateway_ip": null, "link_id": null}),
+        }
+    }
+
     /// A machine as `MachineHandler` renders it.
     pub(crate) fn machine(&self, m: &Machine) -> Value {
         let sid = m.system_id.to_string();
@@ -325,8 +357,7 @@ impl Ctx {
             "node_type": 0,
             "node_type_name": "Machine",
             "parent": null,
-            "default_gateways": {"ipv4": {"gateway_ip": null, "link_id": null},
-                                 "ipv6": {"gateway_ip": null, "link_id": null}},
+            "default_gateways": {"ipv4": self.gateway(m, true), "ipv6": self.gateway(m, false)},
             "current_commissioning_result_id": null,
             "current_testing_result_id": null,
             "current_installation_result_id": null,

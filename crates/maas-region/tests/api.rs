@@ -2519,3 +2519,157 @@ fn domains_change_and_the_default_is_used() {
         403
     );
 }
+
+/// Default gateways: the first link with a gateway serves until a link is
+/// chosen (set_default_gateway, or link_subnet with default_gateway);
+/// unlinking or clearing falls back.
+#[test]
+fn default_gateways_follow_the_chosen_link() {
+    let (lab, ready, _) = lab();
+    let admin = &lab.admin;
+    let a = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.30.0.0/24&gateway_ip=10.30.0.1",
+    ));
+    let b = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.31.0.0/24&gateway_ip=10.31.0.1",
+    ));
+    let c = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.32.0.0/24",
+    ));
+    let base = format!("{API}/nodes/{ready}/interfaces");
+    let item = format!("{API}/machines/{ready}/");
+    let gw = || json_of(&get(&lab, Some(admin), &item))["default_gateways"]["ipv4"].clone();
+    assert_eq!(
+        gw(),
+        serde_json::json!({"gateway_ip": null, "link_id": null})
+    );
+    let e0 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth0/?op=link_subnet"),
+        &format!("mode=STATIC&subnet={}", a["id"]),
+    ));
+    let e0_link = e0["links"][0]["id"].clone();
+    assert_eq!(
+        gw(),
+        serde_json::json!({"gateway_ip": "10.30.0.1", "link_id": e0_link})
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{base}/?op=create_physical"),
+            "mac_address=02:00:00:00:08:01&name=eth1"
+        )
+        .status,
+        200
+    );
+    let e1 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth1/?op=link_subnet"),
+        &format!("mode=AUTO&subnet={}", b["id"]),
+    ));
+    assert_eq!(
+        gw()["gateway_ip"],
+        "10.30.0.1",
+        "the first link still serves"
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{base}/eth1/?op=set_default_gateway"),
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        gw(),
+        serde_json::json!({"gateway_ip": "10.31.0.1", "link_id": e1["links"][0]["id"]})
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{item}?op=clear_default_gateways"),
+            ""
+        )
+        .status,
+        200
+    );
+    assert_eq!(gw()["gateway_ip"], "10.30.0.1");
+    // Chosen while linking; unlinking it falls back.
+    let e1 = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth1/?op=link_subnet"),
+        &format!("mode=STATIC&subnet={}&default_gateway=true", b["id"]),
+    ));
+    let chosen = e1["links"][1]["id"].clone();
+    assert_eq!(
+        gw(),
+        serde_json::json!({"gateway_ip": "10.31.0.1", "link_id": chosen})
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{base}/eth1/?op=unlink_subnet"),
+            &format!("id={chosen}")
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        gw()["gateway_ip"],
+        "10.30.0.1",
+        "back to the first link with a gateway, eth0's"
+    );
+    // Refusals name the field.
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth1/?op=link_subnet"),
+        &format!("mode=DHCP&subnet={}&default_gateway=true", b["id"]),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("default_gateway"), "{}", r.body);
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{base}/?op=create_physical"),
+            "mac_address=02:00:00:00:08:02&name=eth2"
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(admin),
+            &format!("{base}/eth2/?op=link_subnet"),
+            &format!("mode=STATIC&subnet={}", c["id"])
+        )
+        .status,
+        200
+    );
+    let r = post(
+        &lab,
+        Some(admin),
+        &format!("{base}/eth2/?op=set_default_gateway"),
+        "",
+    );
+    assert_eq!(r.status, 400, "a subnet without a gateway: {}", r.body);
+}

@@ -264,6 +264,8 @@ pub mod machine {
         pub owner_data: String,
         /// JSON of maas-curtin's `StorageLayout`.
         pub storage_layout: Option<String>,
+        pub gateway_link_ipv4: Option<i64>,
+        pub gateway_link_ipv6: Option<i64>,
         pub description: String,
         pub error_description: String,
         pub status_deadline: Option<DateTimeUtc>,

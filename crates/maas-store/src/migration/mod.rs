@@ -9,6 +9,7 @@ mod m20261122_000002_deployment;
 mod m20261122_000003_settings;
 mod m20261122_000004_script_results;
 mod m20261122_000005_storage_layout;
+mod m20261122_000006_default_gateways;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_settings::Migration),
             Box::new(m20261122_000004_script_results::Migration),
             Box::new(m20261122_000005_storage_layout::Migration),
+            Box::new(m20261122_000006_default_gateways::Migration),
         ]
     }
 }
