@@ -270,6 +270,45 @@ pub struct InterfaceLink {
     pub ip: Option<IpAddr>,
 }
 
+/// What a node is (MAAS `NODE_TYPE`): a machine MAAS provisions, or a
+/// device it only tracks (addresses, DNS) and never powers or deploys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    /// A machine (0).
+    #[default]
+    Machine,
+    /// A device (1).
+    Device,
+}
+
+impl NodeType {
+    /// MAAS's number.
+    pub const fn code(self) -> u8 {
+        match self {
+            NodeType::Machine => 0,
+            NodeType::Device => 1,
+        }
+    }
+
+    /// By MAAS's number.
+    pub fn from_code(code: i64) -> Option<NodeType> {
+        match code {
+            0 => Some(NodeType::Machine),
+            1 => Some(NodeType::Device),
+            _ => None,
+        }
+    }
+
+    /// MAAS's label (`Machine`, `Device`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            NodeType::Machine => "Machine",
+            NodeType::Device => "Device",
+        }
+    }
+}
+
 /// The links (their stored address ids) a machine's default IPv4 and IPv6
 /// routes go through; `None`: the first link whose subnet has a gateway.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,6 +507,12 @@ pub struct Machine {
     /// `set_default_gateway`.
     #[serde(default)]
     pub gateway_links: GatewayLinks,
+    /// A machine, or a device MAAS only tracks.
+    #[serde(default)]
+    pub node_type: NodeType,
+    /// For a device: the machine it belongs to.
+    #[serde(default)]
+    pub parent: Option<SystemId>,
     /// Free text.
     pub description: String,
     /// Why the last operation failed, or the mark-broken comment.
@@ -517,6 +562,8 @@ impl Machine {
             owner_data: BTreeMap::new(),
             storage_layout: None,
             gateway_links: GatewayLinks::default(),
+            node_type: NodeType::Machine,
+            parent: None,
             description: String::new(),
             error_description: String::new(),
             status_deadline: None,

@@ -127,6 +127,8 @@ pub struct MachineFilter {
     pub macs: Vec<MacAddress>,
     /// At most this many (ordered by system id).
     pub limit: Option<u64>,
+    /// Devices instead of machines (lists hold one node type only).
+    pub devices: bool,
 }
 
 /// What identifies one stored state of a machine: its `version` rises with

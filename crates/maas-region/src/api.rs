@@ -243,8 +243,20 @@ impl Req<'_> {
     }
 
     /// The machine, if the caller may see it (admins: all; users: Ready
-    /// machines and their own).
+    /// machines and their own). A device is not a machine: 404.
     pub(crate) async fn machine(&self) -> Result<Machine, ApiError> {
+        let m = self.node().await?;
+        if m.node_type != maas_core::machine::NodeType::Machine {
+            return Err(ApiError::NotFound(
+                "No Machine matches the given query.".into(),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The node (machine or device) the path names, if the caller may see
+    /// it.
+    pub(crate) async fn node(&self) -> Result<Machine, ApiError> {
         let id = self.system_id()?;
         let m = self
             .region
@@ -309,13 +321,23 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
                 .collect();
             ok(Value::Object(map))
         }
-        ("MachineHandler" | "NodeHandler", "read") => {
+        ("NodeHandler", "read") => {
+            let m = r.node().await?;
+            if m.node_type == maas_core::machine::NodeType::Device {
+                let ctx = Ctx::load(r.region).await?;
+                return ok(crate::devices::render(&ctx, &m));
+            }
+            render_one(&r, &m).await
+        }
+        ("MachineHandler", "read") => {
             let m = r.machine().await?;
             render_one(&r, &m).await
         }
         ("MachineHandler", name) => machine_op(&r, name).await,
+        ("DevicesHandler", name) => crate::devices::collection(&r, name).await,
+        ("DeviceHandler", name) => crate::devices::item(&r, name).await,
         ("InterfacesHandler", "read") => {
-            let m = r.machine().await?;
+            let m = r.node().await?;
             let ctx = Ctx::load(r.region).await?;
             ok(crate::interfaces::list(&ctx, &m))
         }

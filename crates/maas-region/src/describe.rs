@@ -183,6 +183,42 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "DevicesHandler",
+        doc: "Manage devices: nodes MAAS tracks addresses and DNS for, without provisioning them.",
+        path: "devices/",
+        ops: &[
+            crud(
+                "read",
+                "GET",
+                "List devices visible to the user (filters id, hostname, mac_address).",
+            ),
+            crud(
+                "create",
+                "POST",
+                "Create a device (mac_addresses; hostname, domain, parent, zone, description).",
+            ),
+        ],
+    },
+    Resource {
+        name: "DeviceHandler",
+        doc: "Manage a device.",
+        path: "devices/{system_id}/",
+        ops: &[
+            crud("read", "GET", "Read a device."),
+            crud(
+                "update",
+                "PUT",
+                "Update a device (hostname, domain, parent, zone, description).",
+            ),
+            crud("delete", "DELETE", "Delete a device."),
+            op(
+                "set_owner_data",
+                "POST",
+                "Set (key=value) or clear (key=) the owner's data.",
+            ),
+        ],
+    },
+    Resource {
         name: "NodesHandler",
         doc: "Manage the collection of all nodes.",
         path: "nodes/",

@@ -48,7 +48,7 @@ const COMMON_PARAMS: &[&str] = &["mtu", "accept_ra"];
 /// The machine, if the caller may change its interfaces (an admin, or the
 /// owner of an allocated machine) and its status allows it.
 async fn editable(r: &Req<'_>, what: &str) -> Result<Machine, ApiError> {
-    let m = r.machine().await?;
+    let m = r.node().await?;
     let me = r.user();
     if !me.is_admin && m.owner.as_deref() != Some(me.username.as_str()) {
         return Err(ApiError::Forbidden(
@@ -357,7 +357,7 @@ fn forget_gateways(m: &mut Machine) {
 /// The operations on one interface.
 pub(crate) async fn item(r: &Req<'_>, op: &str) -> Result<Response, ApiError> {
     if op == "read" {
-        let m = r.machine().await?;
+        let m = r.node().await?;
         let i = find(&m, r.path("id"))
             .ok_or_else(|| ApiError::NotFound("No Interface matches the given query.".into()))?;
         let ctx = Ctx::load(r.region).await?;

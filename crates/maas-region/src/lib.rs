@@ -32,6 +32,7 @@ mod api;
 mod auth;
 mod blockdevs;
 mod describe;
+mod devices;
 mod error;
 mod interfaces;
 mod listing;

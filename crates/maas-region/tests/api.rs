@@ -2673,3 +2673,124 @@ fn default_gateways_follow_the_chosen_link() {
     );
     assert_eq!(r.status, 400, "a subnet without a gateway: {}", r.body);
 }
+
+/// Devices: made by a user, seen by their owner and admins, kept out of
+/// machine lists and operations, with interfaces and links like machines.
+#[test]
+fn devices_are_tracked_apart_from_machines() {
+    let (lab, _, bobs) = lab();
+    let bob = &lab.bob;
+    let d = json_of(&post(
+        &lab,
+        Some(bob),
+        &format!("{API}/devices/"),
+        &format!("mac_addresses=02:00:00:00:09:01&hostname=printer&parent={bobs}"),
+    ));
+    let did = d["system_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (d["node_type"].as_i64(), d["node_type_name"].as_str()),
+        (Some(1), Some("Device"))
+    );
+    assert_eq!(
+        (d["owner"].as_str(), d["fqdn"].as_str()),
+        (Some("bob"), Some("printer.maas"))
+    );
+    assert_eq!(d["parent"], bobs.to_string());
+    assert_eq!(d["resource_uri"], format!("{API}/devices/{did}/"));
+    assert!(d.get("status").is_none(), "no machine fields: {d}");
+    let count = |who: &ApiToken, path: &str| {
+        json_of(&get(&lab, Some(who), path))
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(count(bob, &format!("{API}/devices/")), Some(1));
+    assert_eq!(count(&lab.carol, &format!("{API}/devices/")), Some(0));
+    assert_eq!(count(&lab.admin, &format!("{API}/devices/")), Some(1));
+    assert_eq!(
+        count(&lab.admin, &format!("{API}/machines/")),
+        Some(2),
+        "devices are not machines"
+    );
+    assert_eq!(
+        get(&lab, Some(&lab.admin), &format!("{API}/machines/{did}/")).status,
+        404
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.admin),
+            &format!("{API}/machines/{did}/?op=commission"),
+            ""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        json_of(&get(&lab, Some(bob), &format!("{API}/nodes/{did}/")))["node_type"],
+        1
+    );
+    // Interfaces and a static address, as for machines.
+    let s = json_of(&post(
+        &lab,
+        Some(&lab.admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.40.0.0/24",
+    ));
+    let l = json_of(&post(
+        &lab,
+        Some(bob),
+        &format!("{API}/nodes/{did}/interfaces/eth0/?op=link_subnet"),
+        &format!("mode=STATIC&subnet={}&ip_address=10.40.0.9", s["id"]),
+    ));
+    assert_eq!(l["links"][0]["ip_address"], "10.40.0.9");
+    assert_eq!(
+        json_of(&get(&lab, Some(bob), &format!("{API}/devices/{did}/")))["ip_addresses"],
+        serde_json::json!(["10.40.0.9"])
+    );
+    // Changes: the owner yes, others no; a bad parent names itself.
+    let up = json_of(&put(
+        &lab,
+        bob,
+        &format!("{API}/devices/{did}/"),
+        "hostname=printer2&description=2nd+floor",
+    ));
+    assert_eq!(
+        (up["hostname"].as_str(), up["description"].as_str()),
+        (Some("printer2"), Some("2nd floor"))
+    );
+    assert_eq!(
+        put(
+            &lab,
+            &lab.carol,
+            &format!("{API}/devices/{did}/"),
+            "hostname=x"
+        )
+        .status,
+        403
+    );
+    let r = put(&lab, bob, &format!("{API}/devices/{did}/"), "parent=zzzzzz");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("parent"), "{}", r.body);
+    let r = post(
+        &lab,
+        Some(bob),
+        &format!("{API}/devices/"),
+        "hostname=nomac",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("mac_addresses"), "{}", r.body);
+    assert_eq!(
+        get(
+            &lab,
+            None,
+            &format!("{API}/machines/?op=is_registered&mac_address=02:00:00:00:09:01")
+        )
+        .body,
+        "true"
+    );
+    assert_eq!(
+        delete(&lab, bob, &format!("{API}/devices/{did}/")).status,
+        204
+    );
+    assert_eq!(count(bob, &format!("{API}/devices/")), Some(0));
+}

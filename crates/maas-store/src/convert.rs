@@ -78,6 +78,9 @@ pub(crate) fn machine_from_row(r: &machine::Model) -> RepoResult<Machine> {
         user_data: r.user_data.clone().map(maas_core::machine::UserData),
         owner_data: json(t, r.id, &r.owner_data)?,
         storage_layout: r.storage_layout.clone(),
+        node_type: maas_core::machine::NodeType::from_code(i64::from(r.node_type))
+            .ok_or_else(|| corrupt(t, r.id, format!("node type {}", r.node_type)))?,
+        parent: r.parent.as_deref().map(|p| parse(t, r.id, p)).transpose()?,
         gateway_links: maas_core::machine::GatewayLinks {
             ipv4: r.gateway_link_ipv4.map(maas_core::ids::StaticAddressId),
             ipv6: r.gateway_link_ipv6.map(maas_core::ids::StaticAddressId),
@@ -125,6 +128,8 @@ pub(crate) fn machine_to_active(
         owner_data: Set(to_json(&m.owner_data)),
         storage_layout: Set(m.storage_layout.clone()),
         gateway_link_ipv4: Set(m.gateway_links.ipv4.map(|x| x.0)),
+        node_type: Set(i32::from(m.node_type.code())),
+        parent: Set(m.parent.as_ref().map(ToString::to_string)),
         gateway_link_ipv6: Set(m.gateway_links.ipv6.map(|x| x.0)),
         description: Set(m.description.clone()),
         error_description: Set(m.error_description.clone()),

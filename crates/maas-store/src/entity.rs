@@ -266,6 +266,8 @@ pub mod machine {
         pub storage_layout: Option<String>,
         pub gateway_link_ipv4: Option<i64>,
         pub gateway_link_ipv6: Option<i64>,
+        pub node_type: i32,
+        pub parent: Option<String>,
         pub description: String,
         pub error_description: String,
         pub status_deadline: Option<DateTimeUtc>,

@@ -150,7 +150,12 @@ pub(crate) async fn bump_versions<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> 
 /// The `WHERE` of a machine filter (all of `f` but its limit).
 fn filter_condition(f: &MachineFilter) -> Condition {
     use machine::Column as M;
-    let mut cond = Condition::all();
+    let node_type = if f.devices {
+        maas_core::machine::NodeType::Device
+    } else {
+        maas_core::machine::NodeType::Machine
+    };
+    let mut cond = Condition::all().add(M::NodeType.eq(i32::from(node_type.code())));
     if !f.system_ids.is_empty() {
         cond = cond.add(M::SystemId.is_in(f.system_ids.iter().map(|s| s.to_string())));
     }
@@ -758,7 +763,12 @@ impl MachineRepository for SqlStore {
         let span = info_span!("machine_list");
         async move {
             let cond = filter_condition(f);
-            let unfiltered = cond.is_empty() && f.limit.is_none();
+            // Every node of the type: children are loaded without id lists.
+            let unfiltered = *f
+                == MachineFilter {
+                    devices: f.devices,
+                    ..Default::default()
+                };
             let mut q = machine::Entity::find()
                 .filter(cond)
                 .order_by_asc(M::SystemId);

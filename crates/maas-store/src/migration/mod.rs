@@ -10,6 +10,7 @@ mod m20261122_000003_settings;
 mod m20261122_000004_script_results;
 mod m20261122_000005_storage_layout;
 mod m20261122_000006_default_gateways;
+mod m20261122_000007_devices;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_script_results::Migration),
             Box::new(m20261122_000005_storage_layout::Migration),
             Box::new(m20261122_000006_default_gateways::Migration),
+            Box::new(m20261122_000007_devices::Migration),
         ]
     }
 }
