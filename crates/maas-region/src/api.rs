@@ -345,6 +345,7 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         ("InterfaceHandler", name) => crate::interfaces::item(&r, name).await,
         ("NodeScriptResultsHandler", _) => crate::scripts::read(&r, false).await,
         ("NodeScriptResultHandler", _) => crate::scripts::read(&r, true).await,
+        ("BlockDevicesHandler", "create") => crate::blockdevs::create(&r).await,
         ("BlockDevicesHandler", _) => crate::blockdevs::list(&r).await,
         ("BlockDeviceHandler", name) => crate::blockdevs::item(&r, name).await,
         ("PartitionsHandler", name) => crate::blockdevs::partitions(&r, name).await,

@@ -37,7 +37,11 @@ pub(crate) fn plan_of(m: &Machine, default: &StorageLayout) -> Option<StoragePla
         .storage_layout
         .as_deref()
         .and_then(|raw| serde_json::from_str(raw).ok());
-    own.as_ref().unwrap_or(default).plan(m).ok()
+    match own.as_ref().unwrap_or(default) {
+        // A custom plan is what it is, firmware known or not.
+        StorageLayout::Custom(plan) => Some(plan.clone()),
+        layout => layout.plan(m).ok(),
+    }
 }
 
 /// Sizes of a disk's partitions, as curtin will lay them out: fixed sizes
@@ -209,8 +213,12 @@ where
     F: FnOnce(&Machine, &mut StoragePlan) -> Result<(), ApiError>,
 {
     let mut m = editable(r).await?;
-    let default = r.region.storage_layout(&m).await?;
-    let mut plan = default.plan(&m).unwrap_or_default();
+    let mut plan = match r.region.storage_layout(&m).await? {
+        StorageLayout::Custom(plan) => plan,
+        // Before commissioning (firmware unknown) a layout has no plan yet:
+        // the edits start from nothing.
+        layout => layout.plan(&m).unwrap_or_default(),
+    };
     edit(&m, &mut plan)?;
     m.storage_layout = Some(
         serde_json::to_string(&StorageLayout::Custom(plan))
@@ -315,6 +323,55 @@ fn filesystem_op(r: &Req<'_>, op: &str, plan: &mut StoragePlan, id: &str) -> Res
         }
     }
     Ok(())
+}
+
+/// `POST nodes/{system_id}/blockdevices/`: an admin records a physical
+/// disk by hand (name and size; model and serial, or id_path).
+pub(crate) async fn create(r: &Req<'_>) -> Result<Response, ApiError> {
+    r.admin()?;
+    let mut m = r.machine().await?;
+    let p = &r.params;
+    let name = p.get("name").ok_or_else(|| ApiError::required("name"))?;
+    if m.block_devices.iter().any(|d| d.name == name) {
+        return Err(ApiError::invalid(
+            "name",
+            format!("The machine already has a block device named {name}."),
+        ));
+    }
+    let size = p.get("size").ok_or_else(|| ApiError::required("size"))?;
+    let size: u64 =
+        size.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::invalid("size", format!("{size:?} is not a size in bytes."))
+        })?;
+    let block_size: u32 = match p.get("block_size") {
+        Some(b) => b
+            .parse()
+            .ok()
+            .filter(|n: &u32| n.is_power_of_two() && *n >= 512)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "block_size",
+                    format!("{b:?} is not a block size (512, 4096...)."),
+                )
+            })?,
+        None => 512,
+    };
+    let (model, serial, id_path) = (p.get("model"), p.get("serial"), p.get("id_path"));
+    if model.is_some() != serial.is_some() || (model.is_none() && id_path.is_none()) {
+        return Err(ApiError::invalid(
+            "id_path",
+            "give model and serial, or id_path",
+        ));
+    }
+    let mut d = BlockDevice::disk(name, size);
+    d.block_size = block_size;
+    d.model = model.unwrap_or("").to_owned();
+    d.serial = serial.unwrap_or("").to_owned();
+    d.id_path = id_path.map(str::to_owned);
+    d.tags = p.get_all("tags");
+    m.block_devices.push(d);
+    let m = r.region.store().machine_update(&m).await?;
+    show_disk(r, &m, name).await
 }
 
 /// `nodes/{system_id}/blockdevices/`: list.

@@ -312,7 +312,14 @@ pub(crate) static RESOURCES: &[Resource] = &[
         name: "BlockDevicesHandler",
         doc: "Manage the block devices of a node.",
         path: "nodes/{system_id}/blockdevices/",
-        ops: &[crud("read", "GET", "List the node's block devices.")],
+        ops: &[
+            crud("read", "GET", "List the node's block devices."),
+            crud(
+                "create",
+                "POST",
+                "Record a physical disk (admin; name, size; model and serial, or id_path; block_size, tags).",
+            ),
+        ],
     },
     Resource {
         name: "BlockDeviceHandler",

@@ -2327,6 +2327,41 @@ fn partitions_filesystems_and_mounts_edit_the_plan() {
             .map(Vec::len),
         Some(1)
     );
+    // Disks recorded by hand: checked, then listed.
+    for (form, field) in [
+        ("name=sdc", "size"),
+        ("name=sdc&size=1000000000", "id_path"),
+        ("name=sdc&size=1000000000&model=X", "id_path"),
+        (
+            "name=sdc&size=1000000000&id_path=/dev/disk/by-id/x&block_size=1000",
+            "block_size",
+        ),
+        ("name=sda&size=1000000000&id_path=/dev/x", "name"),
+    ] {
+        let r = post(&lab, Some(admin), &format!("{base}/"), form);
+        assert_eq!(r.status, 400, "{form}: {}", r.body);
+        assert!(r.body.contains(field), "{form}: {}", r.body);
+    }
+    let sdc = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{base}/"),
+        "name=sdc&size=1000000000&model=QEMU&serial=Q1&tags=ssd",
+    ));
+    assert_eq!(
+        (sdc["name"].as_str(), sdc["tags"][0].as_str()),
+        (Some("sdc"), Some("ssd"))
+    );
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &format!("{base}/"),
+            "name=sdd&size=1&id_path=/x"
+        )
+        .status,
+        403
+    );
     // Refusals: another user's machine, a busy machine.
     assert_eq!(
         post(

@@ -162,6 +162,41 @@ assert mine.owner is None
 st, body = raw("GET", f"/api/2.0/machines/{mine.system_id}/?op=get_token", ADMIN_KEY)
 assert json.loads(body)["token_key"] != t["token_key"], "node token not rotated"
 
+# Settings, through python-libmaas's MAAS object.
+assert admin.maas.get_default_distro_series() == "noble"
+admin.maas.set_default_distro_series("jammy")
+assert admin.maas.get_default_distro_series() == "jammy"
+admin.maas.set_default_distro_series("noble")
+
+# A device with a MAC, listed apart from the machines.
+dev = admin.devices.create(["52:54:00:dd:00:01"], hostname="switch-1")
+assert dev.hostname == "switch-1", dev
+assert [d.hostname for d in admin.devices.list()] == ["switch-1"]
+assert "switch-1" not in [m.hostname for m in admin.machines.list()]
+
+# Storage and interfaces of a Ready machine, with python-libmaas's objects.
+from maas.client.enum import InterfaceType, LinkMode  # noqa: E402
+
+spare = admin.machines.get(machines[2].system_id)
+disk = spare.block_devices.create("sdb", model="QEMU", serial="QM0001",
+                                  size=20 * 1000**3)
+assert disk.name == "sdb" and disk.size == 20 * 1000**3, disk
+part = disk.partitions.create(5 * 1000**3)
+part.format("xfs")
+part.mount("/srv")
+spare.refresh()
+sdb = [d for d in spare.block_devices if d.name == "sdb"][0]
+assert [p.filesystem.mount_point for p in sdb.partitions] == ["/srv"], sdb.partitions
+eth0 = spare.interfaces.get_by_name("eth0")
+bond = spare.interfaces.create(InterfaceType.BOND, name="bond0", parents=[eth0],
+                               bond_mode="active-backup")
+assert bond.type == InterfaceType.BOND and [p.name for p in bond.parents] == ["eth0"]
+subnet = [s for s in admin.subnets.list() if s.cidr == "10.99.0.0/24"][0]
+link = bond.links.create(LinkMode.STATIC, subnet=subnet, ip_address="10.99.0.20",
+                         default_gateway=True)
+spare.refresh()
+assert "10.99.0.20" in [str(ip) for ip in spare.ip_addresses], spare.ip_addresses
+
 # Abort: commission again, then abort back to Ready... MAAS puts an aborted
 # commissioning back where it came from.
 other = admin.machines.get(machines[0].system_id)
