@@ -1198,53 +1198,62 @@ impl Region {
 /// series, or the default), rendered by maas-curtin after its checks; a
 /// machine that cannot be deployed as it stands is a 400 naming why.
 async fn curtin_config(r: &Req<'_>, m: &Machine) -> Result<Response, ApiError> {
-    let store = r.region.store();
-    let mut network = maas_curtin::NetworkInputs {
-        subnets: store.subnet_list().await?,
-        vlans: store.vlan_list(None).await?,
-        ranges: store.subnet_ip_range_list(None).await?,
-        search_domains: vec![m.domain.to_string()],
-        ..Default::default()
-    };
-    for s in &network.subnets {
-        network.assigned.extend(
-            store
-                .subnet_address_list(s.id)
-                .await?
-                .into_iter()
-                .filter_map(|a| a.ip),
-        );
+    let yaml = r.region.curtin_yaml(m, r.headers).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], yaml).into_response())
+}
+
+impl Region {
+    /// The curtin config `m` deploys with (also the curtin variant of the
+    /// metadata service's user-data).
+    pub(crate) async fn curtin_yaml(
+        &self,
+        m: &Machine,
+        headers: &HeaderMap,
+    ) -> Result<String, ApiError> {
+        let store = self.store();
+        let mut network = maas_curtin::NetworkInputs {
+            subnets: store.subnet_list().await?,
+            vlans: store.vlan_list(None).await?,
+            ranges: store.subnet_ip_range_list(None).await?,
+            search_domains: vec![m.domain.to_string()],
+            ..Default::default()
+        };
+        for s in &network.subnets {
+            network.assigned.extend(
+                store
+                    .subnet_address_list(s.id)
+                    .await?
+                    .into_iter()
+                    .filter_map(|a| a.ip),
+            );
+        }
+        let base = self.boot_base(headers);
+        let endpoint = maas_curtin::MetadataEndpoint::new(&base)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let token = self.node_token(&m.system_id).await?;
+        let credentials = maas_curtin::NodeCredentials::from(&token);
+        let (osystem, series) = self.os_release(m);
+        let arch = m.architecture.to_string();
+        let (arch, sub) = arch.split_once('/').unwrap_or((arch.as_str(), "generic"));
+        let image = maas_curtin::ImageSource {
+            url: format!("{base}/images/{osystem}/{arch}/{sub}/{series}/stable/squashfs"),
+            file_type: maas_curtin::ImageFileType::Squashfs,
+        };
+        let mut request = maas_curtin::DeployRequest::new(&series, image);
+        request.osystem = osystem;
+        request.layout = self.storage_layout(m).await?;
+        let templates = maas_curtin::TemplateStore::builtin();
+        let ctx = maas_curtin::DeployContext {
+            machine: m,
+            network: &network,
+            endpoint: &endpoint,
+            credentials: &credentials,
+            templates: &templates,
+        };
+        let config = maas_curtin::render_curtin_config(&ctx, &request)
+            .map_err(|e| ApiError::BadRequest(format!("cannot deploy {}: {e}", m.system_id)))?;
+        Ok(config.yaml)
     }
-    let base = r.region.boot_base(r.headers);
-    let endpoint = maas_curtin::MetadataEndpoint::new(&base)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let token = r.region.node_token(&m.system_id).await?;
-    let credentials = maas_curtin::NodeCredentials::from(&token);
-    let (osystem, series) = r.region.os_release(m);
-    let arch = m.architecture.to_string();
-    let (arch, sub) = arch.split_once('/').unwrap_or((arch.as_str(), "generic"));
-    let image = maas_curtin::ImageSource {
-        url: format!("{base}/images/{osystem}/{arch}/{sub}/{series}/stable/squashfs"),
-        file_type: maas_curtin::ImageFileType::Squashfs,
-    };
-    let mut request = maas_curtin::DeployRequest::new(&series, image);
-    request.osystem = osystem;
-    request.layout = r.region.storage_layout(m).await?;
-    let templates = maas_curtin::TemplateStore::builtin();
-    let ctx = maas_curtin::DeployContext {
-        machine: m,
-        network: &network,
-        endpoint: &endpoint,
-        credentials: &credentials,
-        templates: &templates,
-    };
-    let config = maas_curtin::render_curtin_config(&ctx, &request)
-        .map_err(|e| ApiError::BadRequest(format!("cannot deploy {}: {e}", m.system_id)))?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        config.yaml,
-    )
-        .into_response())
 }
 
 /// Powers the machine through its rack; on failure the machine moves to

@@ -44,6 +44,7 @@ mod render;
 mod scripts;
 mod settings;
 mod storage;
+mod webhook;
 
 use std::sync::Arc;
 

@@ -121,16 +121,29 @@ async fn serve(
     };
     if let Some(id) = rel.strip_prefix("status/") {
         // The cloud-init/curtin reporting webhook: authenticated, JSON.
-        let Some(node) = node else {
+        if headers.get(header::AUTHORIZATION).is_none() {
             return Err(ApiError::Unauthenticated);
+        }
+        let Some(node) = node else {
+            // MAAS drops reports with an unknown token silently.
+            return Ok(StatusCode::NO_CONTENT.into_response());
         };
         if node.as_str() != id {
             return Err(ApiError::Forbidden(
                 "Not authenticated as this node.".into(),
             ));
         }
-        tracing::debug!(system_id = %node, bytes = body.len(), "status report");
-        return Ok(text("OK"));
+        return crate::webhook::report(region, &node, &body).await;
+    }
+    // The curtin (installation environment) variant: the same tree, but
+    // user-data is the curtin config; no anonymous fallback.
+    let (rel, curtin) = match rel.strip_prefix("curtin/") {
+        Some(rest) => (rest, true),
+        None if rel == "curtin" => ("", true),
+        None => (rel, false),
+    };
+    if curtin && node.is_none() {
+        return Err(ApiError::Unauthenticated);
     }
     if rel.is_empty() {
         return match node {
@@ -155,6 +168,9 @@ async fn serve(
                 .map_err(|_| ApiError::NotFound("No Node matches the given query.".into()))?;
             preseed(region, &id, headers).await
         }
+        (&Method::GET, "curtin-installer") => Err(ApiError::NotFound(
+            "curtin comes with the ephemeral image; there is no installer to download".into(),
+        )),
         (&Method::GET, "") => Ok(text(match node {
             Some(_) => "maas-commissioning-scripts\nmeta-data\nuser-data",
             None => "meta-data\nuser-data",
@@ -205,6 +221,13 @@ async fn serve(
                 return Ok(text("#cloud-config\n{}\n"));
             };
             let m = region.store().machine_get(&node).await?;
+            if curtin {
+                // What curtin installs with: the machine's curtin config.
+                let yaml = region.curtin_yaml(&m, headers).await?;
+                return Ok(
+                    ([(header::CONTENT_TYPE, "application/octet-stream")], yaml).into_response()
+                );
+            }
             if m.status == NodeStatus::Deploying {
                 // The deployed OS's first boot: the deployment is done.
                 region

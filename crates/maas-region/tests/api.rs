@@ -2829,3 +2829,116 @@ fn devices_are_tracked_apart_from_machines() {
     );
     assert_eq!(count(bob, &format!("{API}/devices/")), Some(0));
 }
+
+/// The reporting webhook (cloud-init and curtin): 204, events for starts
+/// and failures, a failed top-level step fails the deployment, files become
+/// installation results; and the curtin variant of user-data is the curtin
+/// config.
+#[test]
+fn the_status_webhook_and_the_curtin_variant() {
+    use base64::Engine;
+    let (lab, ready, _) = lab();
+    lab._rt.block_on(async {
+        let mut m = lab.store.machine_get(&ready).await.unwrap();
+        m.block_devices
+            .push(maas_core::machine::BlockDevice::disk("sda", 100_000_000_000));
+        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Bios;
+        lab.store.machine_update(&m).await.unwrap();
+    });
+    let admin = Some(&lab.admin);
+    let item = format!("{API}/machines/{ready}/");
+    assert_eq!(
+        post(&lab, Some(&lab.bob), &format!("{item}?op=deploy"), "").status,
+        200
+    );
+    let t = json_of(&get(&lab, admin, &format!("{item}?op=get_token")));
+    let node = ApiToken {
+        consumer_key: t["consumer_key"].as_str().unwrap().into(),
+        token_key: t["token_key"].as_str().unwrap().into(),
+        token_secret: t["token_secret"].as_str().unwrap().into(),
+        ..lab.admin.clone()
+    };
+    let hook = format!("/MAAS/metadata/status/{ready}");
+    let send = |who: Option<&ApiToken>, body: &str| {
+        let auth = who.map(oauth);
+        let h: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(lab.addr, "POST", &hook, &h, body.as_bytes())
+    };
+    assert_eq!(send(None, "{}").status, 401);
+    assert_eq!(send(Some(&node), "not json").status, 400);
+    assert_eq!(send(Some(&node), "{\"event_type\": \"start\", \"origin\": \"curtin\", \"name\": \"x\", \"description\": \"caf\u{e9}\"}").status, 400);
+    assert_eq!(
+        send(Some(&node), "{\"event_type\": \"start\"}").status,
+        400,
+        "required fields"
+    );
+    let r = send(
+        Some(&node),
+        r#"{"event_type": "start", "origin": "curtin", "name": "cmd-install", "description": "curtin command install"}"#,
+    );
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let log = base64::engine::general_purpose::STANDARD.encode(b"partitioning sda\n");
+    let r = send(
+        Some(&node),
+        &format!(
+            r#"{{"event_type": "finish", "origin": "curtin", "name": "cmd-install/stage-partitioning", "description": "done", "result": "SUCCESS", "files": [{{"path": "/tmp/install.log", "encoding": "base64", "content": "{log}"}}]}}"#
+        ),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let sets = json_of(&get(
+        &lab,
+        admin,
+        &format!("{API}/nodes/{ready}/results/?type=installation&include_output=true"),
+    ));
+    let result = &sets[0]["results"][0];
+    assert_eq!(result["name"], "install.log");
+    assert_eq!(result["output"], log);
+    assert_eq!(
+        json_of(&get(&lab, admin, &item))["status_name"],
+        "Deploying",
+        "a sub-step's success changes nothing"
+    );
+    // The curtin variant of user-data is the curtin config; not anonymous.
+    let c = get(
+        &lab,
+        Some(&node),
+        "/MAAS/metadata/curtin/2012-03-01/user-data",
+    );
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert!(
+        c.body.contains("storage:") && c.body.contains("reporting:"),
+        "{}",
+        c.body
+    );
+    assert_eq!(
+        get(&lab, None, "/MAAS/metadata/curtin/2012-03-01/user-data").status,
+        401
+    );
+    // A failed top-level step fails the deployment, and says why.
+    let r = send(
+        Some(&node),
+        r#"{"event_type": "finish", "origin": "curtin", "name": "cmd-install", "description": "curtin command install", "result": "FAIL"}"#,
+    );
+    assert_eq!(r.status, 204);
+    let m = json_of(&get(&lab, admin, &item));
+    assert_eq!(m["status_name"], "Failed deployment");
+    assert!(
+        m["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("cmd-install"),
+        "{m}"
+    );
+    let ev = json_of(&get(
+        &lab,
+        admin,
+        &format!("{API}/events/?op=query&id={ready}&level=ERROR"),
+    ));
+    assert!(
+        ev["events"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("cmd-install"),
+        "{ev}"
+    );
+}
