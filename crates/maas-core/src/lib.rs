@@ -38,6 +38,7 @@ pub mod constraints;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod inventory;
 pub mod lifecycle;
 pub mod machine;
 pub mod network;

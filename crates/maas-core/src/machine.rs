@@ -93,6 +93,7 @@ pub enum FirmwareKind {
 
 /// CPU facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CpuInfo {
     /// Logical CPU count.
     pub count: u32,
@@ -104,6 +105,7 @@ pub struct CpuInfo {
 
 /// A PCI (or USB) device; GPUs are PCI devices listed apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PciDevice {
     /// Vendor id, hex without prefix (`10de`).
     pub vendor_id: String,
@@ -121,6 +123,7 @@ pub struct PciDevice {
 
 /// The system as DMI describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SystemInfo {
     /// Manufacturer.
     pub vendor: String,
@@ -134,6 +137,7 @@ pub struct SystemInfo {
 
 /// Firmware facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FirmwareInfo {
     /// BIOS or UEFI.
     pub kind: FirmwareKind,
@@ -148,6 +152,7 @@ pub struct FirmwareInfo {
 /// Hardware inventory gathered by commissioning. Disks and NICs are the
 /// machine's [`BlockDevice`]s and [`Interface`]s.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HardwareInventory {
     /// CPUs.
     pub cpu: CpuInfo,

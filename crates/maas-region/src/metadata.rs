@@ -324,6 +324,21 @@ async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Res
         ));
     }
     let failed_scripts = region.store_signal_files(node, m.status, params).await?;
+    // The agent's inventory updates the machine (hardware, disks, NICs).
+    if m.status == NodeStatus::Commissioning
+        && let Some(f) = params.files().iter().find(|f| {
+            maas_core::script::OutputStream::split(&f.file_name).0
+                == maas_core::inventory::INVENTORY_SCRIPT
+        })
+    {
+        let inv = maas_core::inventory::Inventory::parse(&f.data)
+            .map_err(|e| ApiError::BadRequest(format!("{}: {e}", f.file_name)))?;
+        let mut fresh = region.store().machine_get(node).await?;
+        fresh
+            .apply_inventory(&inv)
+            .map_err(|e| ApiError::BadRequest(format!("{}: {e}", f.file_name)))?;
+        region.store().machine_update(&fresh).await?;
+    }
     // BMC detection during commissioning reports the power settings found.
     if m.status == NodeStatus::Commissioning
         && let Some(power_type) = params.get("power_type")

@@ -2840,8 +2840,10 @@ fn the_status_webhook_and_the_curtin_variant() {
     let (lab, ready, _) = lab();
     lab._rt.block_on(async {
         let mut m = lab.store.machine_get(&ready).await.unwrap();
-        m.block_devices
-            .push(maas_core::machine::BlockDevice::disk("sda", 100_000_000_000));
+        m.block_devices.push(maas_core::machine::BlockDevice::disk(
+            "sda",
+            100_000_000_000,
+        ));
         m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Bios;
         lab.store.machine_update(&m).await.unwrap();
     });
@@ -2941,4 +2943,67 @@ fn the_status_webhook_and_the_curtin_variant() {
             .contains("cmd-install"),
         "{ev}"
     );
+}
+
+/// Commissioning's inventory (the agent's `maas-inventory` document)
+/// updates the machine: CPU, memory, firmware, disks, NICs; a bad one is
+/// refused naming the field; afterwards the machine deploys.
+#[test]
+fn the_commissioning_inventory_updates_the_machine() {
+    let (lab, ready, _) = lab();
+    let admin = Some(&lab.admin);
+    let item = format!("{API}/machines/{ready}/");
+    assert_eq!(
+        post(&lab, admin, &format!("{item}?op=commission"), "").status,
+        200
+    );
+    let t = json_of(&get(&lab, admin, &format!("{item}?op=get_token")));
+    let node = ApiToken {
+        consumer_key: t["consumer_key"].as_str().unwrap().into(),
+        token_key: t["token_key"].as_str().unwrap().into(),
+        token_secret: t["token_secret"].as_str().unwrap().into(),
+        ..lab.admin.clone()
+    };
+    let bad = br#"{"nics": [{"name": "eth9", "mac": "not-a-mac"}]}"#;
+    let r = signal(
+        &lab,
+        &node,
+        &[("op", "signal"), ("status", "WORKING")],
+        &[("maas-inventory", bad)],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("mac"), "{}", r.body);
+    let inv = br#"{"hardware": {"cpu": {"count": 2, "model": "QEMU Virtual CPU", "speed_mhz": 2400},
+                               "memory_mib": 2048, "firmware": {"kind": "bios"},
+                               "system": {"vendor": "QEMU", "product": "Standard PC"}},
+                  "nics": [{"name": "ens3", "mac": "02:00:00:00:00:00", "link_speed_mbps": 1000, "link_connected": true}],
+                  "disks": [{"name": "vda", "size_bytes": 8589934592, "serial": "disk0", "model": "QEMU HARDDISK"}]}"#;
+    let r = signal(
+        &lab,
+        &node,
+        &[("op", "signal"), ("status", "OK"), ("exit_status", "0")],
+        &[("maas-inventory", inv)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = json_of(&get(&lab, admin, &item));
+    assert_eq!(m["status_name"], "Ready");
+    assert_eq!(
+        (m["cpu_count"].as_u64(), m["memory"].as_u64()),
+        (Some(2), Some(2048))
+    );
+    assert_eq!(m["hardware_info"]["system_vendor"], "QEMU");
+    assert_eq!(m["blockdevice_set"][0]["name"], "vda");
+    assert_eq!(m["blockdevice_set"][0]["size"], 8589934592u64);
+    assert_eq!(m["interface_set"][0]["link_speed"], 1000);
+    // Known firmware and a disk: the flat layout partitions vda.
+    let parts = m["blockdevice_set"][0]["partitions"].as_array().unwrap();
+    assert_eq!(
+        parts.len(),
+        2,
+        "GRUB's BIOS boot partition, then root: {parts:?}"
+    );
+    assert_eq!(parts[1]["filesystem"]["mount_point"], "/");
+    let c = get(&lab, admin, &format!("{item}?op=get_curtin_config"));
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert!(c.body.contains("vda"), "{}", c.body);
 }
