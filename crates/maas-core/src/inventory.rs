@@ -37,6 +37,9 @@ pub struct NicReport {
     pub product: String,
     /// Driver.
     pub driver: String,
+    /// The addresses it had in the ephemeral environment (`10.0.0.5/24`
+    /// or `10.0.0.5`): how the region tells which subnet it is on.
+    pub addresses: Vec<String>,
 }
 
 /// A disk as commissioning sees it.

@@ -1288,6 +1288,19 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
     let perform = |action| store.machine_perform(&id, action, &actor, &opts);
     let m = match name {
         "deploy" => {
+            // As MAAS: a machine deploys only linked to a network and with
+            // a storage layout that fits its disks.
+            if !m.interfaces.iter().any(|i| !i.links.is_empty()) {
+                return Err(ApiError::invalid(
+                    "network",
+                    "Node must be configured to use a network",
+                ));
+            }
+            let layout = r.region.storage_layout(&m).await?;
+            layout
+                .plan(&m)
+                .and_then(|p| p.validate(&m))
+                .map_err(|e| ApiError::invalid("storage", e.to_string()))?;
             let mut m = m;
             if m.status == NodeStatus::Ready {
                 m = perform(Action::Acquire).await?;

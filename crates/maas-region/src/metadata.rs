@@ -337,6 +337,7 @@ async fn signal(region: &Region, node: &SystemId, params: &Params) -> Result<Res
         fresh
             .apply_inventory(&inv)
             .map_err(|e| ApiError::BadRequest(format!("{}: {e}", f.file_name)))?;
+        region.link_boot_interface(&mut fresh, &inv).await?;
         region.store().machine_update(&fresh).await?;
     }
     // BMC detection during commissioning reports the power settings found.

@@ -94,6 +94,77 @@ impl Region {
         Ok(failed)
     }
 
+    /// As MAAS after commissioning: the boot interface, if it has no link
+    /// yet, is linked to the subnet its address was on in the ephemeral
+    /// environment, in the `default_boot_interface_link_type` mode.
+    pub(crate) async fn link_boot_interface(
+        &self,
+        m: &mut maas_core::machine::Machine,
+        inv: &maas_core::inventory::Inventory,
+    ) -> Result<(), ApiError> {
+        use maas_core::machine::{InterfaceLink, LinkMode};
+        let boot = m
+            .boot_interface
+            .clone()
+            .or_else(|| m.interfaces.first().map(|i| i.name.clone()));
+        let Some(iface) = m
+            .interfaces
+            .iter_mut()
+            .find(|i| Some(&i.name) == boot.as_ref() && i.links.is_empty())
+        else {
+            return Ok(());
+        };
+        let Some(nic) = inv
+            .nics
+            .iter()
+            .find(|n| maas_core::MacAddress::parse(&n.mac).ok() == iface.mac)
+        else {
+            return Ok(());
+        };
+        let subnets = self.store().subnet_list().await?;
+        let found = nic.addresses.iter().find_map(|a| {
+            let ip: std::net::IpAddr = a.split('/').next()?.parse().ok()?;
+            subnets.iter().find(|s| s.cidr.contains(&ip))
+        });
+        let Some(s) = found else {
+            return Ok(());
+        };
+        let mode = match self
+            .setting("default_boot_interface_link_type")
+            .await?
+            .as_str()
+        {
+            Some("dhcp") => LinkMode::Dhcp,
+            Some("static") => LinkMode::Static,
+            Some("link_up") => LinkMode::LinkUp,
+            _ => LinkMode::Auto,
+        };
+        let ip = if mode == LinkMode::Static {
+            let store = self.store();
+            let ranges = store.subnet_ip_range_list(Some(s.id)).await?;
+            let assigned: Vec<std::net::IpAddr> = store
+                .subnet_address_list(s.id)
+                .await?
+                .into_iter()
+                .filter_map(|a| a.ip)
+                .collect();
+            Some(
+                maas_core::network::next_free_address(s, &ranges, &assigned)
+                    .map_err(|e| ApiError::Conflict(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        iface.vlan = Some(s.vlan);
+        iface.links.push(InterfaceLink {
+            id: None,
+            mode,
+            subnet: Some(s.id),
+            ip,
+        });
+        Ok(())
+    }
+
     async fn current_run(&self, id: &SystemId, kind: RunKind) -> Result<i64, ApiError> {
         match self.store().script_set_latest(id, kind).await? {
             Some(set) => Ok(set),

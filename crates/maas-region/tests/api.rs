@@ -122,6 +122,64 @@ fn lab_with(
     )
 }
 
+/// Makes a lab machine deployable, as commissioning would: a disk, known
+/// firmware, and its eth0 linked (AUTO) to a subnet.
+fn deployable(lab: &Lab, id: &SystemId) {
+    use maas_core::repo::NetworkRepository;
+    lab._rt.block_on(async {
+        let cidr: ipnet::IpNet = "10.250.0.0/24".parse().unwrap();
+        let subnet = match lab
+            .store
+            .subnet_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.cidr == cidr)
+        {
+            Some(s) => s,
+            None => {
+                let (_, vlan) = lab
+                    .store
+                    .fabric_create("fabric-deploy", None)
+                    .await
+                    .unwrap();
+                lab.store
+                    .subnet_create(&maas_core::network::Subnet {
+                        id: maas_core::SubnetId(0),
+                        name: String::new(),
+                        cidr,
+                        vlan: vlan.id,
+                        gateway_ip: None,
+                        dns_servers: Vec::new(),
+                        managed: true,
+                        allow_dns: true,
+                        allow_proxy: true,
+                        active_discovery: false,
+                        description: String::new(),
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut m = lab.store.machine_get(id).await.unwrap();
+        if m.block_devices.is_empty() {
+            m.block_devices.push(maas_core::machine::BlockDevice::disk(
+                "sda",
+                100_000_000_000,
+            ));
+        }
+        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Bios;
+        m.interfaces[0].vlan = Some(subnet.vlan);
+        m.interfaces[0].links = vec![maas_core::machine::InterfaceLink {
+            id: None,
+            mode: maas_core::machine::LinkMode::Auto,
+            subnet: Some(subnet.id),
+            ip: None,
+        }];
+        lab.store.machine_update(&m).await.unwrap();
+    });
+}
+
 struct Resp {
     status: u16,
     head: String,
@@ -739,6 +797,7 @@ fn power_goes_through_the_rack_and_its_failures_fail_the_workflow() {
         b"power_type=ipmi&power_parameters_power_address=10.0.0.9",
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    deployable(&lab, &ready);
     // Deploy powers it on through the rack.
     let r = post(
         &lab,
@@ -863,6 +922,7 @@ fn the_curtin_config_comes_from_maas_curtin_with_the_node_token() {
 #[test]
 fn deployment_settings_survive_a_region_restart() {
     let (lab, ready, _) = lab();
+    deployable(&lab, &ready);
     let item = format!("{API}/machines/{ready}/");
     // "#cloud-config\nruncmd: [true]\n", base64 as clients send it.
     let r = post(
@@ -1552,6 +1612,7 @@ fn interfaces_are_made_linked_and_refused_by_name() {
 #[test]
 fn settings_are_checked_stored_and_used() {
     let (lab, ready, _) = lab();
+    deployable(&lab, &ready);
     let admin = Some(&lab.admin);
     let cfg = |name: &str| {
         get(
@@ -2838,15 +2899,7 @@ fn devices_are_tracked_apart_from_machines() {
 fn the_status_webhook_and_the_curtin_variant() {
     use base64::Engine;
     let (lab, ready, _) = lab();
-    lab._rt.block_on(async {
-        let mut m = lab.store.machine_get(&ready).await.unwrap();
-        m.block_devices.push(maas_core::machine::BlockDevice::disk(
-            "sda",
-            100_000_000_000,
-        ));
-        m.hardware.firmware.kind = maas_core::machine::FirmwareKind::Bios;
-        lab.store.machine_update(&m).await.unwrap();
-    });
+    deployable(&lab, &ready);
     let admin = Some(&lab.admin);
     let item = format!("{API}/machines/{ready}/");
     assert_eq!(
@@ -2953,6 +3006,18 @@ fn the_commissioning_inventory_updates_the_machine() {
     let (lab, ready, _) = lab();
     let admin = Some(&lab.admin);
     let item = format!("{API}/machines/{ready}/");
+    // Not commissioned yet: no network link, no storage; deploy says so.
+    let r = post(&lab, Some(&lab.bob), &format!("{item}?op=deploy"), "");
+    assert_eq!(
+        (r.status, json_of(&r)["network"][0].as_str()),
+        (400, Some("Node must be configured to use a network"))
+    );
+    let s = json_of(&post(
+        &lab,
+        admin,
+        &format!("{API}/subnets/"),
+        "cidr=192.168.122.0/24",
+    ));
     assert_eq!(
         post(&lab, admin, &format!("{item}?op=commission"), "").status,
         200
@@ -2976,7 +3041,8 @@ fn the_commissioning_inventory_updates_the_machine() {
     let inv = br#"{"hardware": {"cpu": {"count": 2, "model": "QEMU Virtual CPU", "speed_mhz": 2400},
                                "memory_mib": 2048, "firmware": {"kind": "bios"},
                                "system": {"vendor": "QEMU", "product": "Standard PC"}},
-                  "nics": [{"name": "ens3", "mac": "02:00:00:00:00:00", "link_speed_mbps": 1000, "link_connected": true}],
+                  "nics": [{"name": "ens3", "mac": "02:00:00:00:00:00", "link_speed_mbps": 1000, "link_connected": true,
+                            "addresses": ["192.168.122.40/24"]}],
                   "disks": [{"name": "vda", "size_bytes": 8589934592, "serial": "disk0", "model": "QEMU HARDDISK"}]}"#;
     let r = signal(
         &lab,
@@ -3006,4 +3072,13 @@ fn the_commissioning_inventory_updates_the_machine() {
     let c = get(&lab, admin, &format!("{item}?op=get_curtin_config"));
     assert_eq!(c.status, 200, "{}", c.body);
     assert!(c.body.contains("vda"), "{}", c.body);
+    // The boot interface was linked (AUTO) to the subnet it booted on.
+    let link = &m["interface_set"][0]["links"][0];
+    assert_eq!(
+        (link["mode"].as_str(), link["subnet"]["id"].clone()),
+        (Some("auto"), s["id"].clone())
+    );
+    let r = post(&lab, Some(&lab.bob), &format!("{item}?op=deploy"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json_of(&r)["status_name"], "Deploying");
 }

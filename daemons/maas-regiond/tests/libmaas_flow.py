@@ -85,14 +85,46 @@ for n in range(3):
     assert m.status == NodeStatus.COMMISSIONING, (m.hostname, m.status)
     machines.append(m)
 
+def signal_with_files(node_key, fields, files):
+    """op=signal as MAAS's script runner sends it: multipart, files as
+    parts with a file name."""
+    consumer, token, secret = node_key.split(":")
+    boundary = uuid.uuid4().hex
+    parts = []
+    for k, v in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+    for name, data in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    header = (
+        'OAuth oauth_version="1.0", oauth_signature_method="PLAINTEXT", '
+        f'oauth_consumer_key="{consumer}", oauth_token="{token}", '
+        f'oauth_signature="%26{secret}", oauth_nonce="{uuid.uuid4().hex}", '
+        f'oauth_timestamp="{int(time.time())}"'
+    )
+    req = urllib.request.Request(ROOT + "/metadata/2012-03-01/", data=body, method="POST")
+    req.add_header("Authorization", header)
+    req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    with urllib.request.urlopen(req) as r:
+        return r.status, r.read()
+
+
 # Each machine, as its ephemeral environment would, reports commissioning
-# done with its node token (op=signal): Ready.
-for m in machines:
+# done with its node token (op=signal) and its inventory: Ready, with its
+# disk and firmware known and its boot NIC linked to the subnet it booted on.
+for n, m in enumerate(machines):
     st, body = raw("GET", f"/api/2.0/machines/{m.system_id}/?op=get_token", ADMIN_KEY)
     t = json.loads(body)
     node_key = f"{t['consumer_key']}:{t['token_key']}:{t['token_secret']}"
-    st, body = raw("POST", "/metadata/2012-03-01/", node_key,
-                   {"op": "signal", "status": "OK"})
+    inventory = {
+        "hardware": {"cpu": {"count": 2}, "memory_mib": 4096, "firmware": {"kind": "bios"}},
+        "nics": [{"name": "ens3", "mac": f"52:54:00:aa:00:0{n}", "addresses": [f"10.99.0.{50 + n}/24"]}],
+        "disks": [{"name": "vda", "size_bytes": 20 * 1000**3}],
+    }
+    st, body = signal_with_files(node_key, {"op": "signal", "status": "OK", "exit_status": "0"},
+                                 {"maas-inventory": json.dumps(inventory).encode()})
     assert st == 200, (st, body)
 for m in machines:
     m.refresh()
