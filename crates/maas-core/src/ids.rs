@@ -193,6 +193,10 @@ int_id!(
     StaticAddressId
 );
 int_id!(
+    /// Id of a static route.
+    StaticRouteId
+);
+int_id!(
     /// Id of a network interface.
     InterfaceId
 );

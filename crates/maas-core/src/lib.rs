@@ -43,6 +43,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod network;
 pub mod org;
+pub mod rack;
 pub mod repo;
 pub mod script;
 pub mod types;

@@ -1087,6 +1087,11 @@ impl Machine {
         if matches!(to, Ready | New) {
             self.owner = None;
         }
+        // Every network boot the rack decides on starts with netboot on;
+        // only curtin's `netboot_off` before its reboot turns it off.
+        if matches!(to, Deploying | Releasing | Commissioning | DiskErasing) {
+            self.netboot = true;
+        }
         changes.push(StatusChange { from, to });
         Ok(())
     }

@@ -451,6 +451,10 @@ impl fmt::Debug for UserData {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// A machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
@@ -493,6 +497,11 @@ pub struct Machine {
     pub locked: bool,
     /// Deploy to memory only (`deployment_target=ephemeral`).
     pub ephemeral_deploy: bool,
+    /// Whether the machine boots over the network (MAAS's `netboot`):
+    /// curtin turns it off before rebooting into the installed system;
+    /// deploying and releasing turn it on.
+    #[serde(default = "yes")]
+    pub netboot: bool,
     /// The OS of the current deployment (`ubuntu`), empty when none.
     pub osystem: String,
     /// The series of the current deployment (`noble`), empty when none.
@@ -561,6 +570,7 @@ impl Machine {
             hardware: HardwareInventory::default(),
             locked: false,
             ephemeral_deploy: false,
+            netboot: true,
             osystem: String::new(),
             distro_series: String::new(),
             user_data: None,

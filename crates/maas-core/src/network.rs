@@ -1670,3 +1670,48 @@ mod tests {
         }
     }
 }
+
+/// A static route: machines with an address on `source` reach
+/// `destination` through `gateway_ip` (an address on `source`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRoute {
+    /// Assigned by the store.
+    pub id: crate::ids::StaticRouteId,
+    /// The subnet the route is for.
+    pub source: SubnetId,
+    /// The subnet it leads to.
+    pub destination: SubnetId,
+    /// The next hop, inside `source`.
+    pub gateway_ip: IpAddr,
+    /// Route metric.
+    pub metric: u32,
+}
+
+impl StaticRoute {
+    /// Checks the route against its two subnets: different subnets of one
+    /// IP family, the gateway inside the source.
+    pub fn validate(&self, source: &Subnet, destination: &Subnet) -> Result<(), ValidationError> {
+        if source.id == destination.id {
+            return Err(ValidationError::new(
+                "destination",
+                destination.cidr.to_string(),
+                "a route leads to another subnet than its source",
+            ));
+        }
+        if source.cidr.addr().is_ipv4() != destination.cidr.addr().is_ipv4() {
+            return Err(ValidationError::new(
+                "destination",
+                destination.cidr.to_string(),
+                "the source and destination are of different IP families",
+            ));
+        }
+        if !source.cidr.contains(&self.gateway_ip) {
+            return Err(ValidationError::new(
+                "gateway_ip",
+                self.gateway_ip.to_string(),
+                format!("not inside the source subnet {}", source.cidr),
+            ));
+        }
+        Ok(())
+    }
+}

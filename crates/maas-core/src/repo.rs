@@ -26,7 +26,7 @@ use crate::ids::{
 use crate::lifecycle::{Action, ActionOptions, Actor, LifecycleError, NodeStatus};
 use crate::machine::Machine;
 use crate::network::{
-    Fabric, IpAddressType, IpRange, IpamError, Space, StaticAddress, Subnet, Vlan,
+    Fabric, IpAddressType, IpRange, IpamError, Space, StaticAddress, StaticRoute, Subnet, Vlan,
 };
 use crate::org::{Domain, ResourcePool, Tag, Zone};
 use crate::types::MacAddress;
@@ -272,6 +272,14 @@ pub trait NetworkRepository: Send + Sync {
     async fn subnet_address_list(&self, subnet: SubnetId) -> RepoResult<Vec<StaticAddress>>;
     /// Releases an assigned address.
     async fn subnet_address_release(&self, id: StaticAddressId) -> RepoResult<()>;
+    /// Stores a new static route (checked against its subnets).
+    async fn static_route_create(&self, route: &StaticRoute) -> RepoResult<StaticRoute>;
+    /// All static routes.
+    async fn static_route_list(&self) -> RepoResult<Vec<StaticRoute>>;
+    /// Rewrites a static route (checked against its subnets).
+    async fn static_route_update(&self, route: &StaticRoute) -> RepoResult<StaticRoute>;
+    /// Deletes a static route.
+    async fn static_route_delete(&self, id: crate::ids::StaticRouteId) -> RepoResult<()>;
     /// Creates a space.
     async fn space_create(&self, name: &str, description: &str) -> RepoResult<Space>;
     /// All spaces.
@@ -369,6 +377,20 @@ pub trait UserRepository: Send + Sync {
     async fn ssh_key_delete(&self, id: SshKeyId) -> RepoResult<()>;
     /// Creates a token with fresh random keys.
     async fn token_create(&self, user: UserId, name: &str) -> RepoResult<ApiToken>;
+    /// Records an OAuth nonce of a token; false if it was recorded before
+    /// (a replay). Entries older than `window_secs` may be forgotten: the
+    /// timestamp window refuses those requests anyway. The default keeps
+    /// nothing (every nonce is new), for stores one process owns.
+    async fn nonce_claim(
+        &self,
+        token_key: &str,
+        nonce: &str,
+        at: DateTime<Utc>,
+        window_secs: i64,
+    ) -> RepoResult<bool> {
+        let _ = (token_key, nonce, at, window_secs);
+        Ok(true)
+    }
     /// A token by its token key (the OAuth `oauth_token`).
     async fn token_get_by_key(&self, token_key: &str) -> RepoResult<ApiToken>;
     /// A user's tokens.

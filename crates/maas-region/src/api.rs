@@ -447,6 +447,8 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
         ("VlanHandler", "update") => crate::netapi::vlan_update(&r).await,
         ("SubnetHandler", name) if name != "read" => crate::netapi::subnet_op(&r, name).await,
         ("IPRangeHandler", name) => crate::netapi::ip_range_op(&r, name).await,
+        ("StaticRoutesHandler", name) => crate::netapi::static_routes(&r, false, name).await,
+        ("StaticRouteHandler", name) => crate::netapi::static_routes(&r, true, name).await,
         ("SpaceHandler", name) => crate::netapi::space_op(&r, name).await,
         ("MachinesHandler", "is_registered") => {
             let mac = r
@@ -1218,6 +1220,28 @@ impl Region {
             search_domains: vec![m.domain.to_string()],
             ..Default::default()
         };
+        network.routes = store
+            .static_route_list()
+            .await?
+            .into_iter()
+            .filter_map(|x| {
+                let dst = network.subnets.iter().find(|s| s.id == x.destination)?;
+                Some(maas_curtin::StaticRoute {
+                    source: x.source,
+                    destination: dst.cidr,
+                    gateway: x.gateway_ip,
+                    metric: x.metric,
+                })
+            })
+            .collect();
+        // The chosen default gateway's subnet (set_default_gateway).
+        network.default_gateway = m.gateway_links.ipv4.and_then(|id| {
+            m.interfaces
+                .iter()
+                .flat_map(|i| i.links.iter())
+                .find(|l| l.id == Some(id))
+                .and_then(|l| l.subnet)
+        });
         for s in &network.subnets {
             network.assigned.extend(
                 store

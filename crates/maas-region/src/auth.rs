@@ -143,10 +143,20 @@ impl Region {
         {
             return Err(ApiError::BadCredentials("Invalid signature.".into()));
         }
+        let nonce = p["oauth_nonce"].as_str();
+        if nonce.len() > 255 {
+            return Err(ApiError::BadCredentials("The nonce is too long.".into()));
+        }
+        // This process's cache first (no database round trip for a replay
+        // to the same region), then the table every region shares.
         if !self
             .inner
             .nonces
-            .fresh(&token.token_key, &p["oauth_nonce"], now, window)
+            .fresh(&token.token_key, nonce, now, window)
+            || !self
+                .store()
+                .nonce_claim(&token.token_key, nonce, chrono::Utc::now(), window)
+                .await?
         {
             return Err(ApiError::BadCredentials("Nonce already used.".into()));
         }

@@ -571,6 +571,33 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "StaticRoutesHandler",
+        doc: "Manage static routes.",
+        path: "static-routes/",
+        ops: &[
+            crud("read", "GET", "List static routes."),
+            crud(
+                "create",
+                "POST",
+                "Create a static route (admin; source, destination, gateway_ip, metric).",
+            ),
+        ],
+    },
+    Resource {
+        name: "StaticRouteHandler",
+        doc: "Manage a static route.",
+        path: "static-routes/{id}/",
+        ops: &[
+            crud("read", "GET", "Read a static route."),
+            crud(
+                "update",
+                "PUT",
+                "Update a static route (admin; source, destination, gateway_ip, metric).",
+            ),
+            crud("delete", "DELETE", "Delete a static route (admin)."),
+        ],
+    },
+    Resource {
         name: "SpacesHandler",
         doc: "Manage spaces.",
         path: "spaces/",

@@ -59,6 +59,18 @@ impl Region {
         Ok(self.store().machine_update(&m).await?)
     }
 
+    /// Turns the machine's network booting on or off (curtin's
+    /// `netboot_off` before it reboots into the installed system).
+    pub(crate) async fn set_netboot(&self, id: &SystemId, on: bool) -> Result<(), ApiError> {
+        let mut m = self.store().machine_get(id).await?;
+        if m.netboot != on {
+            m.netboot = on;
+            self.store().machine_update(&m).await?;
+            tracing::info!(system_id = %id, netboot = on, "netboot changed");
+        }
+        Ok(())
+    }
+
     /// Clears the deployment's OS, series and user data, and the owner's
     /// data (on release).
     pub(crate) async fn forget_deployment(&self, id: &SystemId) -> Result<(), ApiError> {
@@ -182,7 +194,10 @@ async fn serve(
             };
             match params.op() {
                 Some("signal") => signal(region, &node, &params).await,
-                Some("netboot_off" | "netboot_on") => Ok(text("OK")),
+                Some(op @ ("netboot_off" | "netboot_on")) => {
+                    region.set_netboot(&node, op == "netboot_on").await?;
+                    Ok(text("OK"))
+                }
                 other => Err(ApiError::BadRequest(format!(
                     "Unrecognised signature: method=POST op={}",
                     other.unwrap_or("")

@@ -504,3 +504,121 @@ pub(crate) async fn domain_op(r: &Req<'_>, op: &str) -> Result<Response, ApiErro
         ))),
     }
 }
+
+fn route_json(ctx: &Ctx, r: &maas_core::network::StaticRoute) -> Value {
+    let subnet = |id: maas_core::SubnetId| ctx.subnet_by_id(id.0).map(|s| ctx.subnet(s));
+    json!({
+        "id": r.id.0,
+        "source": subnet(r.source),
+        "destination": subnet(r.destination),
+        "gateway_ip": r.gateway_ip.to_string(),
+        "metric": r.metric,
+        "resource_uri": format!("/MAAS/api/2.0/static-routes/{}/", r.id.0),
+    })
+}
+
+/// The route a create or update describes (`source`, `destination`: subnet
+/// ids, CIDRs or names; `gateway_ip`; `metric`, default 0).
+async fn route_from_params(
+    r: &Req<'_>,
+    base: Option<maas_core::network::StaticRoute>,
+) -> Result<maas_core::network::StaticRoute, ApiError> {
+    let subnets = r.region.store().subnet_list().await?;
+    let find = |field: &str| -> Result<Option<maas_core::SubnetId>, ApiError> {
+        match r.params.get(field) {
+            None => Ok(None),
+            Some(key) => subnets
+                .iter()
+                .find(|s| s.id.0.to_string() == key || s.cidr.to_string() == key || s.name == key)
+                .map(|s| Some(s.id))
+                .ok_or_else(|| ApiError::invalid(field, format!("No subnet {key:?}."))),
+        }
+    };
+    let source = find("source")?;
+    let destination = find("destination")?;
+    let gateway = r
+        .params
+        .get("gateway_ip")
+        .map(|g| {
+            g.parse::<IpAddr>()
+                .map_err(|e| ApiError::invalid("gateway_ip", format!("{g:?}: {e}")))
+        })
+        .transpose()?;
+    let metric = r
+        .params
+        .get("metric")
+        .map(|m| {
+            u32::try_from(number(m, "metric")?)
+                .map_err(|_| ApiError::invalid("metric", format!("{m} is not a metric.")))
+        })
+        .transpose()?;
+    Ok(match base {
+        Some(mut b) => {
+            if let Some(s) = source {
+                b.source = s;
+            }
+            if let Some(d) = destination {
+                b.destination = d;
+            }
+            if let Some(g) = gateway {
+                b.gateway_ip = g;
+            }
+            if let Some(m) = metric {
+                b.metric = m;
+            }
+            b
+        }
+        None => maas_core::network::StaticRoute {
+            id: maas_core::ids::StaticRouteId(0),
+            source: source.ok_or_else(|| ApiError::required("source"))?,
+            destination: destination.ok_or_else(|| ApiError::required("destination"))?,
+            gateway_ip: gateway.ok_or_else(|| ApiError::required("gateway_ip"))?,
+            metric: metric.unwrap_or(0),
+        },
+    })
+}
+
+/// `static-routes/` and `static-routes/{id}/`.
+pub(crate) async fn static_routes(r: &Req<'_>, item: bool, op: &str) -> Result<Response, ApiError> {
+    let store = r.region.store();
+    if !item {
+        if op == "create" {
+            r.admin()?;
+            let route = route_from_params(r, None).await?;
+            let made = store.static_route_create(&route).await?;
+            let ctx = Ctx::load(r.region).await?;
+            return ok(route_json(&ctx, &made));
+        }
+        let ctx = Ctx::load(r.region).await?;
+        return ok(Value::Array(
+            store
+                .static_route_list()
+                .await?
+                .iter()
+                .map(|x| route_json(&ctx, x))
+                .collect(),
+        ));
+    }
+    let id = number(r.path("id"), "id")?;
+    let route = store
+        .static_route_list()
+        .await?
+        .into_iter()
+        .find(|x| x.id.0 == id)
+        .ok_or_else(|| ApiError::NotFound("No StaticRoute matches the given query.".into()))?;
+    let route = match op {
+        "read" => route,
+        "delete" => {
+            r.admin()?;
+            store.static_route_delete(route.id).await?;
+            return no_content();
+        }
+        _ => {
+            r.admin()?;
+            let changed = route_from_params(r, Some(route)).await?;
+            store.static_route_update(&changed).await?
+        }
+    };
+    let ctx = Ctx::load(r.region).await?;
+    ok(route_json(&ctx, &route))
+}

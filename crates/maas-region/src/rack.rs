@@ -11,49 +11,7 @@ use async_trait::async_trait;
 use maas_core::SystemId;
 use maas_core::machine::{Machine, PowerState};
 
-/// A power action the region asks a rack to carry out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PowerRequest {
-    /// Switch on (the machine network-boots).
-    On,
-    /// Switch off (hard).
-    Off,
-    /// Read the state.
-    Query,
-}
-
-/// Why a rack could not carry out a power action.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum RackError {
-    /// No rack controller reaches this machine's BMC.
-    #[error("no rack controller can reach the BMC of {0}")]
-    NoRack(SystemId),
-    /// The rack tried and the BMC or its driver failed.
-    #[error("power {action} on {system_id} failed: {message}")]
-    Failed {
-        /// The machine.
-        system_id: SystemId,
-        /// The action.
-        action: &'static str,
-        /// What the rack reported.
-        message: String,
-    },
-}
-
-/// Power control through rack controllers.
-#[async_trait]
-pub trait RackControl: Send + Sync {
-    /// Carries out `request` on `machine`'s BMC (its `power_type` and
-    /// `power_parameters` name the driver and its settings) and returns the
-    /// power state afterwards.
-    async fn power(
-        &self,
-        machine: &Machine,
-        request: PowerRequest,
-    ) -> Result<PowerState, RackError>;
-}
+pub use maas_core::rack::{PowerRequest, RackControl, RackError};
 
 /// No rack connected: every power action fails with [`RackError::NoRack`]
 /// (machines with `manual` power never ask).

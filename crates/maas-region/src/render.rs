@@ -337,7 +337,7 @@ impl Ctx {
             "distro_series": m.distro_series,
             "ephemeral_deploy": m.ephemeral_deploy,
             "error_description": m.error_description,
-            "netboot": true,
+            "netboot": m.netboot,
             "power_type": m.power_type,
             "power_state": m.power_state.as_str(),
             "tag_names": m.tags.iter().collect::<Vec<_>>(),

@@ -3082,3 +3082,120 @@ fn the_commissioning_inventory_updates_the_machine() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json_of(&r)["status_name"], "Deploying");
 }
+
+/// Two regions on one database: a request replayed to the other region
+/// (same nonce, within the timestamp window) is refused there too.
+#[test]
+fn a_nonce_used_at_one_region_is_refused_at_another() {
+    let (lab, _, _) = lab();
+    let other = lab._rt.block_on(async {
+        let region = Region::new(lab.store.clone(), RegionConfig::default())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, maas_region::router(region))
+                .await
+                .unwrap();
+        });
+        addr
+    });
+    let header = oauth(&lab.admin);
+    let h = [("Authorization", header.as_str())];
+    let path = format!("{API}/users/?op=whoami");
+    assert_eq!(request(lab.addr, "GET", &path, &h, b"").status, 200);
+    let replay = request(other, "GET", &path, &h, b"");
+    assert_eq!(replay.status, 401, "{}", replay.body);
+    assert!(replay.body.contains("Nonce"), "{}", replay.body);
+    // A fresh nonce is fine at either.
+    let h2 = oauth(&lab.admin);
+    assert_eq!(
+        request(other, "GET", &path, &[("Authorization", h2.as_str())], b"").status,
+        200
+    );
+}
+
+/// Static routes: checked against their subnets, listed, changed, and
+/// carried into the curtin config of machines on the source subnet.
+#[test]
+fn static_routes_are_checked_and_deployed() {
+    let (lab, ready, _) = lab();
+    deployable(&lab, &ready);
+    let admin = &lab.admin;
+    let dst = json_of(&post(
+        &lab,
+        Some(admin),
+        &format!("{API}/subnets/"),
+        "cidr=10.61.0.0/24",
+    ));
+    let base = format!("{API}/static-routes/");
+    for (form, field) in [
+        (
+            format!(
+                "source=10.250.0.0/24&destination={}&gateway_ip=10.9.9.9",
+                dst["id"]
+            ),
+            "gateway_ip",
+        ),
+        (
+            "source=10.250.0.0/24&destination=10.250.0.0/24&gateway_ip=10.250.0.254".to_owned(),
+            "destination",
+        ),
+        (
+            "source=nowhere&destination=10.61.0.0/24&gateway_ip=10.250.0.254".to_owned(),
+            "source",
+        ),
+        (
+            "source=10.250.0.0/24&gateway_ip=10.250.0.254".to_owned(),
+            "destination",
+        ),
+    ] {
+        let r = post(&lab, Some(admin), &base, &form);
+        assert_eq!(r.status, 400, "{form}: {}", r.body);
+        assert!(r.body.contains(field), "{form}: {}", r.body);
+    }
+    let route = json_of(&post(
+        &lab,
+        Some(admin),
+        &base,
+        "source=10.250.0.0/24&destination=10.61.0.0/24&gateway_ip=10.250.0.254&metric=5",
+    ));
+    assert_eq!(
+        (route["gateway_ip"].as_str(), route["metric"].as_u64()),
+        (Some("10.250.0.254"), Some(5))
+    );
+    assert_eq!(route["destination"]["cidr"], "10.61.0.0/24");
+    assert_eq!(
+        post(
+            &lab,
+            Some(&lab.bob),
+            &base,
+            "source=10.250.0.0/24&destination=10.61.0.0/24&gateway_ip=10.250.0.253"
+        )
+        .status,
+        403
+    );
+    let id = route["id"].as_i64().unwrap();
+    let up = json_of(&put(&lab, admin, &format!("{base}{id}/"), "metric=10"));
+    assert_eq!(up["metric"], 10);
+    assert_eq!(
+        json_of(&get(&lab, Some(&lab.bob), &base))
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let curtin = get(
+        &lab,
+        Some(admin),
+        &format!("{API}/machines/{ready}/?op=get_curtin_config"),
+    );
+    assert_eq!(curtin.status, 200, "{}", curtin.body);
+    assert!(
+        curtin.body.contains("10.61.0.0"),
+        "the route reaches curtin: {}",
+        curtin.body
+    );
+    assert_eq!(delete(&lab, admin, &format!("{base}{id}/")).status, 204);
+    assert_eq!(get(&lab, Some(admin), &format!("{base}{id}/")).status, 404);
+}

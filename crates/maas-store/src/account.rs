@@ -8,7 +8,7 @@ use maas_core::repo::{RepoResult, RepositoryError, UserRepository};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::entity::{api_token, app_user, ssh_key};
+use crate::entity::{api_token, app_user, oauth_nonce, ssh_key};
 use crate::{SqlStore, db_err, unique_as};
 
 fn user_from(r: app_user::Model) -> User {
@@ -167,6 +167,43 @@ impl UserRepository for SqlStore {
         .await
         .map_err(db_err)?;
         Ok(token_from(r))
+    }
+
+    async fn nonce_claim(
+        &self,
+        token_key: &str,
+        nonce: &str,
+        at: chrono::DateTime<Utc>,
+        window_secs: i64,
+    ) -> RepoResult<bool> {
+        use sea_orm::sea_query::OnConflict;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Forget what the timestamp window refuses anyway, now and then.
+        static CLAIMS: AtomicU64 = AtomicU64::new(0);
+        if CLAIMS.fetch_add(1, Ordering::Relaxed).is_multiple_of(512) {
+            oauth_nonce::Entity::delete_many()
+                .filter(
+                    oauth_nonce::Column::SeenAt
+                        .lt(at - chrono::Duration::seconds(window_secs.saturating_mul(2))),
+                )
+                .exec(&self.db)
+                .await
+                .map_err(db_err)?;
+        }
+        let res = oauth_nonce::Entity::insert(oauth_nonce::ActiveModel {
+            token_key: Set(token_key.to_owned()),
+            nonce: Set(nonce.to_owned()),
+            seen_at: Set(at),
+        })
+        .on_conflict(
+            OnConflict::columns([oauth_nonce::Column::TokenKey, oauth_nonce::Column::Nonce])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(db_err)?;
+        Ok(res == 1)
     }
 
     async fn token_get_by_key(&self, token_key: &str) -> RepoResult<ApiToken> {

@@ -257,6 +257,7 @@ pub mod machine {
         pub allocation_cost: f64,
         pub locked: bool,
         pub ephemeral_deploy: bool,
+        pub netboot: bool,
         pub osystem: String,
         pub distro_series: String,
         pub user_data: Option<Vec<u8>>,
@@ -332,6 +333,35 @@ pub mod script_result {
         pub result: Vec<u8>,
         pub created: DateTimeUtc,
         pub updated: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod oauth_nonce {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth_nonce")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_key: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub nonce: String,
+        pub seen_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod static_route {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "static_route")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub source_id: i64,
+        pub destination_id: i64,
+        pub gateway_ip: String,
+        pub metric: i64,
     }
     no_relations!();
 }

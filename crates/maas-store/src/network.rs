@@ -6,19 +6,20 @@ use async_trait::async_trait;
 use chrono::Utc;
 use maas_core::ids::*;
 use maas_core::network::{
-    Fabric, IpAddressType, IpRange, IpRangeType, IpamError, Space, StaticAddress, Subnet, Vlan,
-    check_static_address, next_free_address, validate_ip_range,
+    Fabric, IpAddressType, IpRange, IpRangeType, IpamError, Space, StaticAddress, StaticRoute,
+    Subnet, Vlan, check_static_address, next_free_address, validate_ip_range,
 };
 use maas_core::org::validate_name;
 use maas_core::repo::{NetworkRepository, RepoResult, RepositoryError};
 use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
 
 use crate::convert::{corrupt, json, parse, to_json};
-use crate::entity::{fabric, interface, ip_address, ip_range, space, subnet, vlan};
+use crate::entity::{fabric, interface, ip_address, ip_range, space, static_route, subnet, vlan};
 use crate::{SqlStore, db_err, is_unique_violation, unique_as};
 
 /// Attempts at picking a free address before giving up (each failure means
@@ -117,6 +118,17 @@ fn range_from(r: ip_range::Model) -> RepoResult<IpRange> {
         start: parse(t, r.id, &r.start_ip)?,
         end: parse(t, r.id, &r.end_ip)?,
         comment: r.comment,
+    })
+}
+
+fn route_from(r: static_route::Model) -> RepoResult<StaticRoute> {
+    let t = "static_route";
+    Ok(StaticRoute {
+        id: StaticRouteId(r.id),
+        source: SubnetId(r.source_id),
+        destination: SubnetId(r.destination_id),
+        gateway_ip: parse(t, r.id, &r.gateway_ip)?,
+        metric: u32::try_from(r.metric).map_err(|e| corrupt(t, r.id, e))?,
     })
 }
 
@@ -484,6 +496,83 @@ impl NetworkRepository for SqlStore {
             crate::machine::bump_versions(&txn, &[m]).await?;
         }
         txn.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn static_route_create(&self, r: &StaticRoute) -> RepoResult<StaticRoute> {
+        let (src, dst) = (
+            self.subnet_get(r.source).await?,
+            self.subnet_get(r.destination).await?,
+        );
+        r.validate(&src, &dst)?;
+        let row = static_route::ActiveModel {
+            id: NotSet,
+            source_id: Set(r.source.0),
+            destination_id: Set(r.destination.0),
+            gateway_ip: Set(r.gateway_ip.to_string()),
+            metric: Set(i64::from(r.metric)),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(unique_as(
+            "static route",
+            format!("{} via {}", dst.cidr, r.gateway_ip),
+        ))?;
+        route_from(row)
+    }
+
+    async fn static_route_list(&self) -> RepoResult<Vec<StaticRoute>> {
+        static_route::Entity::find()
+            .order_by_asc(static_route::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(route_from)
+            .collect()
+    }
+
+    async fn static_route_update(&self, r: &StaticRoute) -> RepoResult<StaticRoute> {
+        let (src, dst) = (
+            self.subnet_get(r.source).await?,
+            self.subnet_get(r.destination).await?,
+        );
+        r.validate(&src, &dst)?;
+        let res = static_route::Entity::update_many()
+            .col_expr(static_route::Column::SourceId, Expr::value(r.source.0))
+            .col_expr(
+                static_route::Column::DestinationId,
+                Expr::value(r.destination.0),
+            )
+            .col_expr(
+                static_route::Column::GatewayIp,
+                Expr::value(r.gateway_ip.to_string()),
+            )
+            .col_expr(
+                static_route::Column::Metric,
+                Expr::value(i64::from(r.metric)),
+            )
+            .filter(static_route::Column::Id.eq(r.id.0))
+            .exec(&self.db)
+            .await
+            .map_err(unique_as(
+                "static route",
+                format!("{} via {}", dst.cidr, r.gateway_ip),
+            ))?;
+        if res.rows_affected == 0 {
+            return Err(RepositoryError::not_found("static route", r.id));
+        }
+        Ok(r.clone())
+    }
+
+    async fn static_route_delete(&self, id: StaticRouteId) -> RepoResult<()> {
+        let res = static_route::Entity::delete_by_id(id.0)
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Err(RepositoryError::not_found("static route", id));
+        }
         Ok(())
     }
 

@@ -11,6 +11,9 @@ mod m20261122_000004_script_results;
 mod m20261122_000005_storage_layout;
 mod m20261122_000006_default_gateways;
 mod m20261122_000007_devices;
+mod m20261122_000008_oauth_nonces;
+mod m20261122_000009_static_routes;
+mod m20261122_000010_netboot;
 
 /// The list of migrations, oldest first.
 #[derive(Debug)]
@@ -27,6 +30,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_storage_layout::Migration),
             Box::new(m20261122_000006_default_gateways::Migration),
             Box::new(m20261122_000007_devices::Migration),
+            Box::new(m20261122_000008_oauth_nonces::Migration),
+            Box::new(m20261122_000009_static_routes::Migration),
+            Box::new(m20261122_000010_netboot::Migration),
         ]
     }
 }
