@@ -285,6 +285,8 @@ pub enum NodeType {
     Machine,
     /// A device (1).
     Device,
+    /// A rack controller (2): registered through the rack protocol.
+    RackController,
 }
 
 impl NodeType {
@@ -293,6 +295,7 @@ impl NodeType {
         match self {
             NodeType::Machine => 0,
             NodeType::Device => 1,
+            NodeType::RackController => 2,
         }
     }
 
@@ -301,6 +304,7 @@ impl NodeType {
         match code {
             0 => Some(NodeType::Machine),
             1 => Some(NodeType::Device),
+            2 => Some(NodeType::RackController),
             _ => None,
         }
     }
@@ -310,6 +314,7 @@ impl NodeType {
         match self {
             NodeType::Machine => "Machine",
             NodeType::Device => "Device",
+            NodeType::RackController => "Rack controller",
         }
     }
 }

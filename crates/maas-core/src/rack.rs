@@ -258,6 +258,18 @@ pub trait RegionLink: Send + Sync {
         wait: Duration,
     ) -> Result<RackConfig, LinkError>;
 
+    /// The node a MAC belongs to, as the region knows it now (`None`: an
+    /// unknown MAC, which enlists). A rack asks this when it renders a boot
+    /// config, as MAAS racks ask for each boot, so a machine rebooting
+    /// right after a change (curtin's `netboot_off`) never gets a stale
+    /// purpose; when the region does not answer, the rack uses its cached
+    /// configuration.
+    async fn boot_host(
+        &self,
+        rack: &RackCredentials,
+        mac: MacAddress,
+    ) -> Result<Option<BootHost>, LinkError>;
+
     /// Tells the region what the rack saw.
     async fn report(
         &self,

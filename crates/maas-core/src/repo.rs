@@ -129,6 +129,8 @@ pub struct MachineFilter {
     pub limit: Option<u64>,
     /// Devices instead of machines (lists hold one node type only).
     pub devices: bool,
+    /// Rack controllers instead of machines (wins over `devices`).
+    pub racks: bool,
 }
 
 /// What identifies one stored state of a machine: its `version` rises with

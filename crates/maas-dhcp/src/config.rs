@@ -147,6 +147,10 @@ pub struct DhcpConfig {
     /// this long for an answer; one that answers is set aside for a lease
     /// time and another is offered. `None` (the default) skips the probe.
     pub conflict_probe: Option<Duration>,
+    /// The port replies to a relay (`giaddr`) go to: 67 on a real network;
+    /// another for a relay that cannot bind 67 (an unprivileged simulated
+    /// fleet on loopback).
+    pub relay_port: u16,
 }
 
 impl DhcpConfig {
@@ -159,6 +163,7 @@ impl DhcpConfig {
             rate_limit: Some(RateLimit::default()),
             failover: None,
             conflict_probe: None,
+            relay_port: 67,
         }
     }
 

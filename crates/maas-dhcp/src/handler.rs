@@ -752,10 +752,14 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
     /// RFC 2131 4.1: to the relay; else to `ciaddr`; else broadcast if the
     /// client asked for it (or its hardware address is not Ethernet); else
     /// to `yiaddr` at the client's MAC.
-    fn destination(m: &Message, yiaddr: Ipv4Addr) -> (SocketAddrV4, Option<[u8; 6]>) {
+    fn destination(
+        m: &Message,
+        yiaddr: Ipv4Addr,
+        relay_port: u16,
+    ) -> (SocketAddrV4, Option<[u8; 6]>) {
         let broadcast = (SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), None);
         if m.giaddr() != Ipv4Addr::UNSPECIFIED {
-            (SocketAddrV4::new(m.giaddr(), 67), None)
+            (SocketAddrV4::new(m.giaddr(), relay_port), None)
         } else if m.ciaddr() != Ipv4Addr::UNSPECIFIED {
             (SocketAddrV4::new(m.ciaddr(), 68), None)
         } else if m.flags().broadcast()
@@ -804,7 +808,7 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
         r.opts_mut().insert(DhcpOption::Message(why.to_owned()));
         // A NAK is broadcast unless relayed (RFC 2131 4.1).
         let to = if m.giaddr() != Ipv4Addr::UNSPECIFIED {
-            SocketAddrV4::new(m.giaddr(), 67)
+            SocketAddrV4::new(m.giaddr(), self.config.relay_port)
         } else {
             SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
         };
@@ -924,7 +928,7 @@ impl<H: HostLookup, S: LeaseStore> DhcpHandler<H, S> {
                 }
             }
         }
-        let (to, link_address) = Self::destination(m, ip);
+        let (to, link_address) = Self::destination(m, ip, self.config.relay_port);
         Reply {
             bytes: encode(&r),
             to,

@@ -40,6 +40,7 @@ mod metadata;
 mod netapi;
 mod params;
 mod rack;
+mod racklink;
 mod render;
 mod scripts;
 mod settings;
@@ -59,6 +60,7 @@ use maas_core::repo::{
 pub use auth::{hash_password, verify_password};
 pub use error::ApiError;
 pub use rack::{NoRack, PowerRequest, RackControl, RackError, SimulatedRack};
+pub use racklink::LocalRegionLink;
 
 /// Everything the region needs from storage: the `maas-core` repository
 /// traits (implemented by `maas-store` for SQLite and PostgreSQL).
@@ -139,6 +141,8 @@ struct Inner {
     node_user: User,
     rack: Arc<dyn RackControl>,
     machines: listing::MachineCache,
+    /// Woken after every request that may have changed what racks serve.
+    changes: tokio::sync::Notify,
 }
 
 impl Region {
@@ -178,6 +182,7 @@ impl Region {
                 node_user,
                 rack,
                 machines: listing::MachineCache::default(),
+                changes: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -203,6 +208,9 @@ impl Region {
             .await?;
         for m in &expired {
             tracing::warn!(system_id = %m.system_id, status = %m.status, "deadline passed");
+        }
+        if !expired.is_empty() {
+            self.notify_change();
         }
         Ok(expired)
     }
@@ -250,6 +258,7 @@ impl Region {
 /// The region's HTTP API: `/MAAS/api/2.0/...`, `/MAAS/api/version/`,
 /// `/MAAS/accounts/authenticate/` and `/MAAS/metadata/...`.
 pub fn router(region: Region) -> Router {
+    let notifier = region.clone();
     Router::new()
         .route("/MAAS/api/version/", get(api::version_text))
         .route("/MAAS/api/1.0/{*rest}", any(api::gone))
@@ -258,5 +267,22 @@ pub fn router(region: Region) -> Router {
         .route("/MAAS/accounts/authenticate/", post(api::authenticate))
         .route("/MAAS/metadata/", any(metadata::dispatch))
         .route("/MAAS/metadata/{*rest}", any(metadata::dispatch))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let region = notifier.clone();
+                async move {
+                    // Writes, and metadata reads (a deployed system's first
+                    // user-data read ends its deployment), may change what
+                    // racks serve.
+                    let wakes = req.method() != axum::http::Method::GET
+                        || req.uri().path().starts_with("/MAAS/metadata/");
+                    let res = next.run(req).await;
+                    if wakes && res.status().is_success() {
+                        region.notify_change();
+                    }
+                    res
+                }
+            },
+        ))
         .with_state(region)
 }

@@ -168,6 +168,41 @@ async fn serve(
         return Err(ApiError::NotFound("Unknown metadata version".into()));
     }
     match (method, rest.trim_end_matches('/')) {
+        // The kernel command line of an unknown machine names this
+        // (`cloud-config-url`): the enlistment preseed, anonymous.
+        (&Method::GET, "enlist-preseed") => {
+            let params = Params::parse(method, uri.query(), headers, body).await?;
+            if params.op() != Some("get_enlist_preseed") {
+                return Err(ApiError::BadRequest(format!(
+                    "Unrecognised signature: method=GET op={}",
+                    params.op().unwrap_or("")
+                )));
+            }
+            enlist_preseed(region, headers)
+        }
+        // curtin's late command: `op=netboot_off` posted to the machine's
+        // own by-id URL with its token, just before the reboot.
+        (&Method::POST, path) if path.starts_with("by-id/") => {
+            let params = Params::parse(method, uri.query(), headers, body).await?;
+            let Some(node) = node else {
+                return Err(ApiError::Unauthenticated);
+            };
+            if path["by-id/".len()..].trim_end_matches('/') != node.as_str() {
+                return Err(ApiError::Forbidden(
+                    "Not authenticated as this node.".into(),
+                ));
+            }
+            match params.op() {
+                Some(op @ ("netboot_off" | "netboot_on")) => {
+                    region.set_netboot(&node, op == "netboot_on").await?;
+                    Ok(text("OK"))
+                }
+                other => Err(ApiError::BadRequest(format!(
+                    "Unrecognised signature: method=POST op={}",
+                    other.unwrap_or("")
+                ))),
+            }
+        }
         (&Method::GET, path) if path.starts_with("by-id/") => {
             let params = Params::parse(method, uri.query(), headers, body).await?;
             if params.op() != Some("get_preseed") {
@@ -243,6 +278,13 @@ async fn serve(
                     ([(header::CONTENT_TYPE, "application/octet-stream")], yaml).into_response()
                 );
             }
+            // The ephemeral environment asks what to do (commissioning,
+            // testing, erasing, rescue).
+            if let Some(p) =
+                ephemeral_purpose(m.status).filter(|p| *p != maas_curtin::EphemeralPurpose::Deploy)
+            {
+                return ephemeral_doc(region, &m, headers, p, true).await;
+            }
             if m.status == NodeStatus::Deploying {
                 // The deployed OS's first boot: the deployment is done.
                 region
@@ -278,21 +320,39 @@ async fn preseed(
     id: &SystemId,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    use maas_curtin::EphemeralPurpose as P;
     let m = region.store().machine_get(id).await.map_err(|e| match e {
         maas_core::repo::RepositoryError::NotFound { .. } => {
             ApiError::NotFound("No Node matches the given query.".into())
         }
         other => other.into(),
     })?;
-    let purpose = match m.status {
+    let purpose = ephemeral_purpose(m.status).unwrap_or(maas_curtin::EphemeralPurpose::Enlist);
+    ephemeral_doc(region, &m, headers, purpose, false).await
+}
+
+/// Why a machine in `status` runs the ephemeral environment, if it does.
+fn ephemeral_purpose(status: NodeStatus) -> Option<maas_curtin::EphemeralPurpose> {
+    use maas_curtin::EphemeralPurpose as P;
+    Some(match status {
         NodeStatus::Commissioning => P::Commission,
         NodeStatus::Testing => P::Test,
         NodeStatus::DiskErasing => P::Erase,
         NodeStatus::EnteringRescueMode | NodeStatus::RescueMode => P::Rescue,
         NodeStatus::Deploying => P::Deploy,
-        _ => P::Enlist,
-    };
+        _ => return None,
+    })
+}
+
+/// The preseed (cloud-config with the datasource and the node token) or
+/// the user data (what the agent is to do) of `purpose` for `m`.
+async fn ephemeral_doc(
+    region: &Region,
+    m: &maas_core::machine::Machine,
+    headers: &HeaderMap,
+    purpose: maas_curtin::EphemeralPurpose,
+    user_data: bool,
+) -> Result<Response, ApiError> {
+    let id = &m.system_id;
     let base = region.boot_base(headers);
     let endpoint = maas_curtin::MetadataEndpoint::new(&base)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -300,9 +360,9 @@ async fn preseed(
     let credentials = maas_curtin::NodeCredentials::from(&token);
     let templates = maas_curtin::TemplateStore::builtin();
     let apt = maas_curtin::AptConfig::default();
-    let (osystem, release) = region.os_release(&m);
+    let (osystem, release) = region.os_release(m);
     let ctx = maas_curtin::NodeContext {
-        machine: Some(&m),
+        machine: Some(m),
         credentials: Some(&credentials),
         endpoint: &endpoint,
         templates: &templates,
@@ -312,9 +372,39 @@ async fn preseed(
         ntp_servers: &[],
         agent_command: "/usr/bin/maas-agent",
     };
+    let doc = if user_data {
+        ctx.user_data(purpose)
+    } else {
+        ctx.preseed(purpose)
+    }
+    .map_err(|e| ApiError::BadRequest(format!("no {} for {id}: {e}", purpose.as_str())))?;
+    Ok(text(doc))
+}
+
+/// `enlist-preseed/?op=get_enlist_preseed`: the cloud-config an unknown
+/// machine's ephemeral environment starts from (no credentials: it enlists
+/// anonymously, then powers off).
+fn enlist_preseed(region: &Region, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let base = region.boot_base(headers);
+    let endpoint = maas_curtin::MetadataEndpoint::new(&base)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let templates = maas_curtin::TemplateStore::builtin();
+    let apt = maas_curtin::AptConfig::default();
+    let cfg = region.config();
+    let ctx = maas_curtin::NodeContext {
+        machine: None,
+        credentials: None,
+        endpoint: &endpoint,
+        templates: &templates,
+        osystem: &cfg.default_osystem,
+        release: &cfg.default_distro_series,
+        apt: &apt,
+        ntp_servers: &[],
+        agent_command: "/usr/bin/maas-agent",
+    };
     let doc = ctx
-        .preseed(purpose)
-        .map_err(|e| ApiError::BadRequest(format!("no preseed for {id}: {e}")))?;
+        .preseed(maas_curtin::EphemeralPurpose::Enlist)
+        .map_err(|e| ApiError::BadRequest(format!("no enlistment preseed: {e}")))?;
     Ok(text(doc))
 }
 

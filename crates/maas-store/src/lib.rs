@@ -95,6 +95,22 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// A transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it
+    /// takes the write lock up front, waiting up to the busy timeout, where
+    /// a deferred transaction that read first would fail at once with
+    /// "database is locked" when another writer committed in between (WAL
+    /// cannot upgrade a stale read snapshot).
+    pub(crate) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        let sqlite = self.db.get_database_backend() == DbBackend::Sqlite;
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+    }
+
     /// Opens `sqlite:PATH`, `sqlite::memory:` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if url == "sqlite::memory:" {

@@ -22,7 +22,6 @@ use maas_core::types::MacAddress;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
 };
 use tracing::{Instrument, debug, info_span};
 
@@ -150,7 +149,9 @@ pub(crate) async fn bump_versions<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> 
 /// The `WHERE` of a machine filter (all of `f` but its limit).
 fn filter_condition(f: &MachineFilter) -> Condition {
     use machine::Column as M;
-    let node_type = if f.devices {
+    let node_type = if f.racks {
+        maas_core::machine::NodeType::RackController
+    } else if f.devices {
         maas_core::machine::NodeType::Device
     } else {
         maas_core::machine::NodeType::Machine
@@ -641,7 +642,7 @@ impl SqlStore {
             let mut m = machine_from_row(&row)?;
             let now = Utc::now();
             let changes = f(&mut m, now)?;
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let txn = self.begin_write().await.map_err(db_err)?;
             if !write_lifecycle(&txn, row.id, row.version, &m, None, now).await? {
                 txn.rollback().await.map_err(db_err)?;
                 debug!(system_id = %id, "lost a write race; retrying");
@@ -694,7 +695,7 @@ impl MachineRepository for SqlStore {
         }
         m.validate()?;
         let now = Utc::now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         check_references(&txn, std::slice::from_ref(m)).await?;
         insert_machines(&txn, std::slice::from_ref(m), now)
             .await
@@ -723,7 +724,7 @@ impl MachineRepository for SqlStore {
         for m in machines {
             m.validate()?;
         }
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         check_references(&txn, machines).await?;
         insert_machines(&txn, machines, Utc::now()).await?;
         txn.commit().await.map_err(db_err)?;
@@ -817,7 +818,7 @@ impl MachineRepository for SqlStore {
     async fn machine_update(&self, m: &Machine) -> RepoResult<Machine> {
         m.validate()?;
         let now = Utc::now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let row = find_row(&txn, &m.system_id).await?;
         check_references(&txn, std::slice::from_ref(m)).await?;
         let mut am = machine_to_active(m, row.version + 1, now);
@@ -856,7 +857,7 @@ impl MachineRepository for SqlStore {
         let m = machine_from_row(&row)?;
         m.check_action(Action::Delete, actor)?;
         let now = Utc::now();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let res = machine::Entity::delete_many()
             .filter(machine::Column::Id.eq(row.id))
             .filter(machine::Column::Version.eq(row.version))
@@ -968,7 +969,7 @@ impl MachineRepository for SqlStore {
                     now,
                     &self.policy,
                 )?;
-                let txn = self.db.begin().await.map_err(db_err)?;
+                let txn = self.begin_write().await.map_err(db_err)?;
                 let still_ready = Condition::all()
                     .add(M::Status.eq(i32::from(NodeStatus::Ready.code())))
                     .add(M::Owner.is_null());
@@ -1009,7 +1010,7 @@ impl MachineRepository for SqlStore {
         // the repeated work). Scoped to the schema, so separate deployments
         // (and test schemas) on one server do not exclude each other.
         let guard = if self.backend() == sea_orm::DbBackend::Postgres {
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let txn = self.begin_write().await.map_err(db_err)?;
             let row = txn
                 .query_one_raw(sea_orm::Statement::from_string(
                     sea_orm::DbBackend::Postgres,

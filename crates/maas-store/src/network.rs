@@ -13,10 +13,7 @@ use maas_core::org::validate_name;
 use maas_core::repo::{NetworkRepository, RepoResult, RepositoryError};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::convert::{corrupt, json, parse, to_json};
 use crate::entity::{fabric, interface, ip_address, ip_range, space, static_route, subnet, vlan};
@@ -178,7 +175,7 @@ impl NetworkRepository for SqlStore {
         class_type: Option<&str>,
     ) -> RepoResult<(Fabric, Vlan)> {
         validate_name("name", name)?;
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let f = fabric::ActiveModel {
             id: NotSet,
             name: Set(name.to_owned()),
@@ -356,7 +353,7 @@ impl NetworkRepository for SqlStore {
         let subnet = self.subnet_get(r.subnet).await?;
         // Two concurrent creations could each pass the overlap check; the
         // transaction plus re-check after insert closes that window.
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let row = ip_range::ActiveModel {
             id: NotSet,
             subnet_id: Set(r.subnet.0),
@@ -469,7 +466,7 @@ impl NetworkRepository for SqlStore {
     }
 
     async fn subnet_address_release(&self, id: StaticAddressId) -> RepoResult<()> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         // An address linked to a machine's interface changes how the machine
         // reads: its version moves on.
         let iface = ip_address::Entity::find_by_id(id.0)

@@ -7,10 +7,7 @@ use maas_core::repo::{ConfigRepository, OrgRepository, RepoResult, RepositoryErr
 use maas_core::types::DomainName;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::entity::{config, domain, machine, machine_tag, resource_pool, tag, zone};
 use crate::machine::bump_versions;
@@ -58,7 +55,7 @@ impl OrgRepository for SqlStore {
                 reason: "the default zone cannot be deleted".into(),
             });
         }
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         // MAAS moves a deleted zone's machines to the default zone.
         machine::Entity::update_many()
             .col_expr(machine::Column::Zone, Expr::value(DEFAULT_ZONE))
@@ -276,7 +273,7 @@ impl OrgRepository for SqlStore {
     }
 
     async fn tag_delete(&self, name: &str) -> RepoResult<()> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let tagged: Vec<i64> = machine_tag::Entity::find()
             .select_only()
             .column(machine_tag::Column::MachineId)
@@ -309,7 +306,7 @@ impl OrgRepository for SqlStore {
         add: &[SystemId],
         remove: &[SystemId],
     ) -> RepoResult<()> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         tag::Entity::find()
             .filter(tag::Column::Name.eq(name))
             .one(&txn)

@@ -6,10 +6,7 @@ use maas_core::ids::SystemId;
 use maas_core::repo::{RepoResult, RepositoryError, ScriptRepository};
 use maas_core::script::{OutputStream, RunKind, ScriptResult, ScriptSet};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::entity::{machine, script_result, script_set};
 use crate::{SqlStore, db_err, is_unique_violation};
@@ -39,7 +36,7 @@ impl ScriptRepository for SqlStore {
         kind: RunKind,
         keep: usize,
     ) -> RepoResult<i64> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.begin_write().await.map_err(db_err)?;
         let mid = machine_row(&txn, machine).await?;
         let made = script_set::ActiveModel {
             id: NotSet,
@@ -119,7 +116,7 @@ impl ScriptRepository for SqlStore {
         // Twice at most: a concurrent first output of the same script makes
         // the insert lose; the second round updates the winner's row.
         for _ in 0..2 {
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let txn = self.begin_write().await.map_err(db_err)?;
             script_set::Entity::find_by_id(set)
                 .one(&txn)
                 .await
