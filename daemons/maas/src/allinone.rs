@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use maas_core::rack::RegionLink;
 use maas_core::repo::{RepositoryError, UserRepository};
 use maas_power::{Executor, ExecutorConfig, builtin_registry};
 use maas_rack::{Rack, RackPower, RackSettings};
-use maas_region::{Region, RegionConfig, hash_password};
+use maas_region::{LocalRegionLink, Region, RegionConfig, hash_password};
 use maas_store::SqlStore;
 
 /// How the all-in-one program is set up.
@@ -104,6 +105,15 @@ impl Drop for AllInOne {
 impl AllInOne {
     /// Opens the data directory and starts the region's API and the rack.
     pub async fn start(s: &Settings) -> anyhow::Result<AllInOne> {
+        Self::start_with(s, |l| Arc::new(l)).await
+    }
+
+    /// [`AllInOne::start`] with the rack's link to the region passed
+    /// through `wrap` (tests cut it to play a region that is away).
+    pub async fn start_with(
+        s: &Settings,
+        wrap: impl FnOnce(LocalRegionLink) -> Arc<dyn RegionLink>,
+    ) -> anyhow::Result<AllInOne> {
         let store = open_store(&s.data_dir).await?;
         let power = Arc::new(RackPower::new(
             builtin_registry(),
@@ -141,7 +151,7 @@ impl AllInOne {
         rs.region_url = format!("http://{api_addr}");
         rs.images = s.data_dir.join("images");
         rs.boot_loaders = s.boot_loaders.clone();
-        let rack = Rack::start(rs, Arc::new(region.rack_link()))
+        let rack = Rack::start(rs, wrap(region.rack_link()))
             .await
             .context("starting the rack")?;
         Ok(AllInOne {

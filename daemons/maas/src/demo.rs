@@ -82,6 +82,33 @@ pub struct Report {
     pub power: (u64, u64),
     /// Total seconds.
     pub total_secs: f64,
+    /// Peak resident memory of the process (region, rack and fleet), KiB.
+    pub peak_rss_kib: u64,
+    /// CPU seconds the process used (user + system).
+    pub cpu_secs: f64,
+}
+
+/// `(peak RSS KiB, CPU seconds)` of this process, from `/proc/self`.
+pub fn process_usage() -> (u64, f64) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    // Fields 14 and 15 of /proc/self/stat (after the command name).
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
 }
 
 /// A running demo (the API stays up while this lives).
@@ -96,7 +123,8 @@ pub struct Demo {
     pub api_key: String,
     /// The MAAS URL (`http://127.0.0.1:port/MAAS`).
     pub url: String,
-    _dir: tempfile::TempDir,
+    /// The temporary directory everything lives in.
+    pub dir: tempfile::TempDir,
 }
 
 /// Writes a stand-in file of `len` bytes (a repeating pattern).
@@ -152,6 +180,15 @@ impl Demo {
     /// Sets everything up: data directory, admin key, images, the
     /// all-in-one program, the subnet with DHCP on the rack, the fleet.
     pub async fn start(o: &Options) -> anyhow::Result<Demo> {
+        Self::start_with(o, |l| Arc::new(l)).await
+    }
+
+    /// [`Demo::start`] with the rack's link to the region passed through
+    /// `wrap`.
+    pub async fn start_with(
+        o: &Options,
+        wrap: impl FnOnce(maas_region::LocalRegionLink) -> Arc<dyn maas_core::rack::RegionLink>,
+    ) -> anyhow::Result<Demo> {
         let dir = tempfile::Builder::new().prefix("maas-demo-").tempdir()?;
         let data = dir.path().join("data");
         let store = open_store(&data).await?;
@@ -178,7 +215,7 @@ impl Demo {
         s.dhcp_relay_port = fleet.relay_port();
         s.boot_loaders = Some(loaders);
         s.deadline_check = Duration::from_secs(2);
-        let all = AllInOne::start(&s).await?;
+        let all = AllInOne::start_with(&s, wrap).await?;
         let url = format!("http://{}/MAAS", all.api_addr);
         let api = ApiClient::new(&url, &api_key)?;
         let rack_id = tokio::time::timeout(Duration::from_secs(30), all.rack.registered())
@@ -238,7 +275,7 @@ impl Demo {
             api,
             api_key,
             url,
-            _dir: dir,
+            dir,
         })
     }
 
@@ -424,6 +461,8 @@ impl Demo {
             rack: self.all.rack.stats().snapshot(),
             power: self.all.power.counts(),
             total_secs: started.elapsed().as_secs_f64(),
+            peak_rss_kib: process_usage().0,
+            cpu_secs: process_usage().1,
         })
     }
 }

@@ -1,0 +1,118 @@
+//! The demo flow with 20 machines, as `maas demo --machines 20` runs it:
+//! every machine enlists over the network, is commissioned, allocated and
+//! deployed through the REST API and the rack; half are released. Checks
+//! every machine's final status, power, and event history.
+
+use std::time::Duration;
+
+use maas::demo::{Demo, Options};
+use maas_sim::Power;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_machines_enlist_commission_deploy_and_half_release() {
+    let o = Options {
+        machines: 20,
+        progress: false,
+        phase_timeout: Duration::from_secs(300),
+        ..Options::default()
+    };
+    let demo = Demo::start(&o).await.expect("demo starts");
+    let report = demo.run(&o).await.expect("the demo cycle completes");
+
+    // Every machine: released ones Ready and off, the others Deployed and on.
+    assert_eq!(report.final_status.len(), 20);
+    assert_eq!(report.released.len(), 10);
+    let by_host: std::collections::BTreeMap<String, Value> =
+        match demo.api.get("machines/").await.expect("list") {
+            Value::Array(v) => v
+                .into_iter()
+                .map(|m| (m["system_id"].as_str().unwrap_or("").to_owned(), m))
+                .collect(),
+            other => panic!("machines/: {other}"),
+        };
+    for (id, status) in &report.final_status {
+        let released = report.released.contains(id);
+        assert_eq!(status, if released { "Ready" } else { "Deployed" }, "{id}");
+        let m = &by_host[id];
+        let node = m["power_parameters"]["node_id"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| m["hostname"].as_str().map(str::to_owned))
+            .expect("a hostname");
+        let want = if released { Power::Off } else { Power::On };
+        assert_eq!(demo.fleet.power(&node), Some(want), "{id} ({node})");
+        // Commissioning applied the simulated inventory.
+        assert_eq!(m["cpu_count"], 4, "{id}");
+        assert_eq!(m["memory"], 8192, "{id}");
+    }
+
+    // Event histories: exactly the transitions of the cycle, in order,
+    // none lost or doubled; each network boot of a known machine is there.
+    for (id, _) in &report.final_status {
+        let ev = demo
+            .api
+            .get(&format!("events/?op=query&id={id}&limit=1000"))
+            .await
+            .expect("events");
+        let mut events: Vec<&Value> = ev["events"].as_array().expect("events").iter().collect();
+        events.reverse();
+        let transitions: Vec<String> = events
+            .iter()
+            .filter(|e| e["type"] == "Status change")
+            .filter_map(|e| e["description"].as_str())
+            .map(|d| d.split(':').next().unwrap_or(d).trim().to_owned())
+            .collect();
+        let mut want = vec![
+            "New -> Commissioning",
+            "Commissioning -> Ready",
+            "Ready -> Allocated",
+            "Allocated -> Deploying",
+            "Deploying -> Deployed",
+        ];
+        if report.released.contains(id) {
+            want.extend(["Deployed -> Releasing", "Releasing -> Ready"]);
+        }
+        assert_eq!(transitions, want, "{id}: {events:#?}");
+        let pxe: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "PXE Request")
+            .filter_map(|e| e["description"].as_str())
+            .collect();
+        assert!(
+            pxe.iter().any(|d| d.contains("Commissioning")),
+            "{id}: {pxe:?}"
+        );
+        // The install boot and the reboot into the installed system.
+        assert!(
+            pxe.iter().filter(|d| d.contains("Deploying")).count() >= 2,
+            "{id}: {pxe:?}"
+        );
+    }
+
+    // The protocols really carried the fleet.
+    let get = |name: &str| {
+        report
+            .fleet
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
+    assert_eq!(get("enlisted"), 20);
+    assert_eq!(get("commissioned"), 20);
+    assert_eq!(get("installed"), 20);
+    assert_eq!(get("errors"), 0);
+    // Enlist, commission, install and the local boot: four leases each.
+    assert!(get("dhcp_leases") >= 80, "{:?}", report.fleet);
+    // Half the machines boot PXELINUX over TFTP (loader and config).
+    assert!(get("tftp_files") >= 10 * 4 * 2, "{:?}", report.fleet);
+    // Kernel, initrd and squashfs three times, the image once, each.
+    let per_machine = 3 * ((1 << 20) + (4 << 20) + (8 << 20)) + (8 << 20);
+    assert!(
+        get("bytes") >= 20 * per_machine as u64,
+        "{:?}",
+        report.fleet
+    );
+    assert_eq!(report.power.1, 0, "no power action failed");
+}
