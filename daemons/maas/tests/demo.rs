@@ -49,7 +49,7 @@ async fn twenty_machines_enlist_commission_deploy_and_half_release() {
 
     // Event histories: exactly the transitions of the cycle, in order,
     // none lost or doubled; each network boot of a known machine is there.
-    for (id, _) in &report.final_status {
+    for id in report.final_status.keys() {
         let ev = demo
             .api
             .get(&format!("events/?op=query&id={id}&limit=1000"))
