@@ -118,6 +118,7 @@ pub(crate) struct DhcpSetup {
     pub(crate) lease_file: PathBuf,
     pub(crate) reports: Reporter,
     pub(crate) stats: Arc<RackStats>,
+    pub(crate) metrics: Arc<crate::Metrics>,
 }
 
 /// Runs DHCP on the socket for as long as the task lives, restarting the
@@ -132,6 +133,7 @@ pub(crate) async fn supervise(setup: DhcpSetup) {
         lease_file,
         reports,
         stats,
+        metrics,
     } = setup;
     let mut running: Option<(Vec<ServedSubnet>, tokio::task::JoinHandle<()>)> = None;
     loop {
@@ -171,6 +173,11 @@ pub(crate) async fn supervise(setup: DhcpSetup) {
                 .await;
                 match started {
                     Ok(server) => {
+                        metrics
+                            .dhcp
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(server.metrics());
                         tracing::info!(subnets = subnets.len(), "DHCP serving");
                         stats.bump(&stats.dhcp_restarts);
                         let task = tokio::spawn(async move {

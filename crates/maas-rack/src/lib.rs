@@ -176,6 +176,15 @@ impl RackStats {
     }
 }
 
+/// The counters of the servers a rack runs.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// Every DHCP server started (each restart starts from zero; the
+    /// exposition sums them).
+    pub(crate) dhcp: std::sync::Mutex<Vec<Arc<maas_dhcp::DhcpMetrics>>>,
+    pub(crate) tftp: std::sync::Mutex<Option<Arc<maas_tftp::TftpMetrics>>>,
+}
+
 /// The queue of reports to the region (bounded: a region away for long
 /// loses the oldest news, counted, never the rack's memory).
 #[derive(Clone)]
@@ -197,6 +206,7 @@ const CONFIG_FILE: &str = "rack-config.json";
 
 /// A running rack: its tasks stop when it is dropped.
 pub struct Rack {
+    metrics: Arc<Metrics>,
     http_addr: SocketAddr,
     tftp_addr: Option<SocketAddr>,
     dhcp_addr: Option<SocketAddr>,
@@ -271,6 +281,7 @@ impl Rack {
             None => None,
         };
         let stats = Arc::new(RackStats::default());
+        let metrics = Arc::new(Metrics::default());
         let cached = load_cached(&settings.state_dir).map(Arc::new);
         if let Some(c) = &cached {
             tracing::info!(
@@ -330,6 +341,7 @@ impl Rack {
                         source,
                     })?;
             tftp_addr = server.local_addr().ok();
+            *metrics.tftp.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.metrics());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = server.serve().await {
                     tracing::error!(error = %e, "rack TFTP server stopped");
@@ -353,6 +365,7 @@ impl Rack {
                 lease_file: settings.state_dir.join("dhcp-leases"),
                 reports: reporter.clone(),
                 stats: stats.clone(),
+                metrics: metrics.clone(),
             })));
         }
 
@@ -363,6 +376,30 @@ impl Rack {
             creds_tx,
             stats.clone(),
         )));
+        {
+            let (reporter, stats, metrics) = (reporter.clone(), stats.clone(), metrics.clone());
+            let (tftp_on, dhcp_on) = (tftp_addr.is_some(), dhcp_addr.is_some());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    let dhcp_serving = dhcp_on
+                        && !metrics
+                            .dhcp
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .is_empty();
+                    let _ = &stats;
+                    reporter.send(RackReport::Health {
+                        services: vec![
+                            ("http".into(), true),
+                            ("tftp".into(), tftp_on),
+                            ("dhcpd".into(), dhcp_serving),
+                        ],
+                    });
+                }
+            }));
+        }
         tasks.push(tokio::spawn(send_reports(
             link,
             report_rx,
@@ -370,6 +407,7 @@ impl Rack {
             stats.clone(),
         )));
         Ok(Rack {
+            metrics,
             http_addr,
             tftp_addr,
             dhcp_addr,
@@ -398,6 +436,56 @@ impl Rack {
     /// The counters.
     pub fn stats(&self) -> Arc<RackStats> {
         self.stats.clone()
+    }
+
+    /// The rack's counters in the Prometheus text format: `maas_rack_*`,
+    /// `maas_dhcp_*` (summed over DHCP restarts) and `maas_tftp_*`.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut put = |name: String, v: u64| {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+        };
+        for (k, v) in self.stats.snapshot() {
+            put(format!("maas_rack_{k}"), v);
+        }
+        let dhcp = self.metrics.dhcp.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sums: Vec<(&'static str, u64)> = Vec::new();
+        for m in dhcp.iter() {
+            for (k, v) in m.snapshot() {
+                match sums.iter_mut().find(|(n, _)| *n == k) {
+                    Some(e) => e.1 += v,
+                    None => sums.push((k, v)),
+                }
+            }
+        }
+        drop(dhcp);
+        for (k, v) in sums {
+            put(format!("maas_dhcp_{k}"), v);
+        }
+        if let Some(t) = self
+            .metrics
+            .tftp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            for (k, v) in [
+                ("requests", g(&t.requests)),
+                ("completed", g(&t.completed)),
+                ("aborted_by_client", g(&t.aborted_by_client)),
+                ("timed_out", g(&t.timed_out)),
+                ("refused", g(&t.refused)),
+                ("malformed", g(&t.malformed)),
+                ("bytes_sent", g(&t.bytes_sent)),
+                ("retransmits", g(&t.retransmits)),
+                ("duplicate_requests", g(&t.duplicate_requests)),
+            ] {
+                put(format!("maas_tftp_{k}"), v);
+            }
+        }
+        out
     }
 
     /// The configuration being served (`None` before the first one).

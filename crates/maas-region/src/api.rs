@@ -334,6 +334,8 @@ async fn run(resource: &Resource, op: &Op, r: Req<'_>) -> Result<Response, ApiEr
             render_one(&r, &m).await
         }
         ("MachineHandler", name) => machine_op(&r, name).await,
+        ("RackControllersHandler", _) => crate::racks::list(&r).await,
+        ("RackControllerHandler", _) => crate::racks::read(&r).await,
         ("DevicesHandler", name) => crate::devices::collection(&r, name).await,
         ("DeviceHandler", name) => crate::devices::item(&r, name).await,
         ("InterfacesHandler", "read") => {

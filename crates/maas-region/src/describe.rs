@@ -183,6 +183,22 @@ pub(crate) static RESOURCES: &[Resource] = &[
         ],
     },
     Resource {
+        name: "RackControllersHandler",
+        doc: "Rack controllers registered with this region (read only).",
+        path: "rackcontrollers/",
+        ops: &[crud(
+            "read",
+            "GET",
+            "List rack controllers (filters id, hostname), with their version and services.",
+        )],
+    },
+    Resource {
+        name: "RackControllerHandler",
+        doc: "A rack controller (read only).",
+        path: "rackcontrollers/{system_id}/",
+        ops: &[crud("read", "GET", "Read a rack controller.")],
+    },
+    Resource {
         name: "DevicesHandler",
         doc: "Manage devices: nodes MAAS tracks addresses and DNS for, without provisioning them.",
         path: "devices/",

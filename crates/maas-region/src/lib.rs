@@ -41,6 +41,7 @@ mod netapi;
 mod params;
 mod rack;
 mod racklink;
+mod racks;
 mod render;
 mod scripts;
 mod settings;
@@ -143,6 +144,8 @@ struct Inner {
     machines: listing::MachineCache,
     /// Woken after every request that may have changed what racks serve.
     changes: tokio::sync::Notify,
+    /// When each rack last called (this process).
+    rack_contacts: racks::RackContacts,
 }
 
 impl Region {
@@ -183,6 +186,7 @@ impl Region {
                 rack,
                 machines: listing::MachineCache::default(),
                 changes: tokio::sync::Notify::new(),
+                rack_contacts: racks::RackContacts::default(),
             }),
         })
     }

@@ -158,6 +158,7 @@ impl Region {
                 format!("rack {} registered (version {})", reg.hostname, reg.version),
             ))
             .await;
+        self.inner.rack_contacts.touch(&rack.system_id);
         tracing::info!(rack = %reg.hostname, system_id = %rack.system_id, "rack registered");
         Ok(RackCredentials {
             system_id: rack.system_id,
@@ -181,6 +182,7 @@ impl Region {
         {
             return Err(refused());
         }
+        self.inner.rack_contacts.touch(&c.system_id);
         Ok(())
     }
 
@@ -285,6 +287,7 @@ impl Region {
                     tracing::debug!(%rack, %mac, %ip, "lease reported");
                 }
                 RackReport::Health { services } => {
+                    self.inner.rack_contacts.services(rack, services.clone());
                     for (name, up) in services {
                         if !up {
                             tracing::warn!(%rack, service = %name, "rack service down");

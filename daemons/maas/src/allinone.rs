@@ -4,12 +4,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use maas_core::rack::RegionLink;
-use maas_core::repo::{RepositoryError, UserRepository};
+use maas_core::repo::{MachineRepository, RepositoryError, UserRepository};
 use maas_power::{Executor, ExecutorConfig, builtin_registry};
 use maas_rack::{Rack, RackPower, RackSettings};
 use maas_region::{LocalRegionLink, Region, RegionConfig, hash_password};
@@ -81,12 +82,67 @@ pub async fn admin_key(store: &SqlStore, name: &str, password: &str) -> anyhow::
     Ok(token.api_key())
 }
 
+/// Requests to the region's HTTP port.
+#[derive(Default)]
+struct ApiCounters {
+    requests: AtomicU64,
+    server_errors: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// What `GET /metrics` shows (Prometheus text format).
+#[derive(Clone)]
+struct Metrics {
+    store: SqlStore,
+    power: Arc<RackPower>,
+    rack: Arc<OnceLock<Arc<Rack>>>,
+    api: Arc<ApiCounters>,
+}
+
+impl Metrics {
+    async fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# TYPE maas_http_requests counter\nmaas_http_requests {}\n# TYPE maas_http_server_errors counter\nmaas_http_server_errors {}\n# TYPE maas_http_request_seconds_sum counter\nmaas_http_request_seconds_sum {:.6}",
+            g(&self.api.requests),
+            g(&self.api.server_errors),
+            g(&self.api.micros) as f64 / 1e6
+        );
+        let (actions, failures) = self.power.counts();
+        let _ = writeln!(
+            out,
+            "# TYPE maas_power_actions counter\nmaas_power_actions {actions}\n# TYPE maas_power_failures counter\nmaas_power_failures {failures}"
+        );
+        if let Ok(list) = self
+            .store
+            .machine_list(&maas_core::repo::MachineFilter::default())
+            .await
+        {
+            let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+            for m in &list {
+                *by.entry(m.status.label()).or_default() += 1;
+            }
+            let _ = writeln!(out, "# TYPE maas_machines gauge");
+            for (status, n) in by {
+                let _ = writeln!(out, "maas_machines{{status=\"{status}\"}} {n}");
+            }
+        }
+        if let Some(rack) = self.rack.get() {
+            out.push_str(&rack.metrics_text());
+        }
+        out
+    }
+}
+
 /// A running region and rack.
 pub struct AllInOne {
     /// The region.
     pub region: Region,
     /// The rack.
-    pub rack: Rack,
+    pub rack: Arc<Rack>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
     /// The rack's power control (its counters).
@@ -123,15 +179,50 @@ impl AllInOne {
                 ..ExecutorConfig::default()
             }),
         ));
-        let region = Region::with_rack(Arc::new(store), RegionConfig::default(), power.clone())
-            .await
-            .context("starting the region")?;
+        let region = Region::with_rack(
+            Arc::new(store.clone()),
+            RegionConfig::default(),
+            power.clone(),
+        )
+        .await
+        .context("starting the region")?;
         let secret = region.shared_secret().await?;
         let listener = tokio::net::TcpListener::bind(s.api_listen)
             .await
             .with_context(|| format!("binding the API on {}", s.api_listen))?;
         let api_addr = listener.local_addr()?;
-        let app = maas_region::router(region.clone());
+        let rack_slot: Arc<OnceLock<Arc<Rack>>> = Arc::default();
+        let api = Arc::new(ApiCounters::default());
+        let metrics = Metrics {
+            store,
+            power: power.clone(),
+            rack: rack_slot.clone(),
+            api: api.clone(),
+        };
+        let app = maas_region::router(region.clone())
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move { m.render().await }
+                }),
+            )
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let api = api.clone();
+                    async move {
+                        let t = std::time::Instant::now();
+                        let res = next.run(req).await;
+                        api.requests.fetch_add(1, Ordering::Relaxed);
+                        if res.status().is_server_error() {
+                            api.server_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        api.micros
+                            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        res
+                    }
+                },
+            ));
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "region API stopped");
@@ -151,9 +242,12 @@ impl AllInOne {
         rs.region_url = format!("http://{api_addr}");
         rs.images = s.data_dir.join("images");
         rs.boot_loaders = s.boot_loaders.clone();
-        let rack = Rack::start(rs, wrap(region.rack_link()))
-            .await
-            .context("starting the rack")?;
+        let rack = Arc::new(
+            Rack::start(rs, wrap(region.rack_link()))
+                .await
+                .context("starting the rack")?,
+        );
+        let _ = rack_slot.set(rack.clone());
         Ok(AllInOne {
             region,
             rack,

@@ -115,4 +115,47 @@ async fn twenty_machines_enlist_commission_deploy_and_half_release() {
         report.fleet
     );
     assert_eq!(report.power.1, 0, "no power action failed");
+
+    // Prometheus metrics of the all-in-one program agree with the fleet.
+    let text = reqwest::get(format!("http://{}/metrics", demo.all.api_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    let metric = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(metric("maas_machines{status=\"Deployed\"}"), 10);
+    assert_eq!(metric("maas_machines{status=\"Ready\"}"), 10);
+    assert_eq!(metric("maas_dhcp_ack"), get("dhcp_leases"));
+    assert!(metric("maas_tftp_completed") >= get("tftp_files"));
+    assert_eq!(metric("maas_power_actions"), report.power.0);
+    assert_eq!(metric("maas_rack_boot_config_errors"), 0);
+    assert!(metric("maas_http_requests") > 0);
+
+    // The rack is listed, in touch.
+    let racks = demo.api.get("rackcontrollers/").await.expect("racks");
+    let racks = racks.as_array().expect("a list");
+    assert_eq!(racks.len(), 1, "{racks:?}");
+    assert_eq!(racks[0]["node_type"], 2);
+    assert_eq!(racks[0]["service_set"][0]["name"], "rackd");
+    assert_eq!(racks[0]["service_set"][0]["status"], "running");
+    let id = racks[0]["system_id"].as_str().expect("system_id");
+    let one = demo
+        .api
+        .get(&format!("rackcontrollers/{id}/"))
+        .await
+        .expect("one rack");
+    assert_eq!(one["hostname"], racks[0]["hostname"]);
+    // A machine is not a rack controller.
+    let machine = report.final_status.keys().next().expect("a machine");
+    let err = demo
+        .api
+        .get(&format!("rackcontrollers/{machine}/"))
+        .await
+        .expect_err("a machine is no rack");
+    assert!(err.to_string().contains("404"), "{err}");
 }
