@@ -380,7 +380,8 @@ impl Rack {
             let (reporter, stats, metrics) = (reporter.clone(), stats.clone(), metrics.clone());
             let (tftp_on, dhcp_on) = (tftp_addr.is_some(), dhcp_addr.is_some());
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                let every = Duration::from_secs(30);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tick.tick().await;
                     let dhcp_serving = dhcp_on

@@ -33,6 +33,9 @@ use crate::{ApiError, Region, RegionError};
 /// `get_config`).
 const SECRET_KEY: &str = "rpc_shared_secret";
 
+/// How long a rack's configuration waits for more changes after one.
+const CONFIG_SETTLE: Duration = Duration::from_millis(500);
+
 fn unavailable(e: impl std::fmt::Display) -> LinkError {
     LinkError::Unavailable(e.to_string())
 }
@@ -343,6 +346,15 @@ impl RegionLink for LocalRegionLink {
     ) -> Result<RackConfig, LinkError> {
         self.region.check_rack(rack).await?;
         let until = tokio::time::Instant::now() + wait;
+        // One configuration per rack per CONFIG_SETTLE at most: under
+        // constant change a rack would otherwise get a fresh pass over every
+        // machine as fast as it can ask.
+        let pause = self
+            .region
+            .inner
+            .rack_contacts
+            .pace(&rack.system_id, CONFIG_SETTLE);
+        tokio::time::sleep(pause).await;
         loop {
             // Listen before computing, so a change in between is not lost.
             let changed = self.region.inner.changes.notified();
@@ -359,8 +371,10 @@ impl RegionLink for LocalRegionLink {
             if tokio::time::timeout_at(until, changed).await.is_err() {
                 return Ok(config);
             }
-            // Let a burst of changes settle before recomputing.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Let a burst of changes settle before recomputing: a
+            // configuration is a pass over every machine, and boot decisions
+            // do not wait for it (`boot_host` is asked live).
+            tokio::time::sleep(CONFIG_SETTLE).await;
         }
     }
 

@@ -29,9 +29,25 @@ type Contact = (Instant, Vec<(String, bool)>);
 #[derive(Default)]
 pub(crate) struct RackContacts {
     seen: std::sync::Mutex<std::collections::HashMap<SystemId, Contact>>,
+    answered: std::sync::Mutex<std::collections::HashMap<SystemId, Instant>>,
 }
 
 impl RackContacts {
+    /// How long to wait before answering this rack's next configuration
+    /// request, so that one rack gets at most one configuration per
+    /// `every` however fast things change; records the answer as given now
+    /// plus that wait.
+    pub(crate) fn pace(&self, id: &SystemId, every: std::time::Duration) -> std::time::Duration {
+        let mut a = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let wait = a
+            .get(id)
+            .map(|last| (*last + every).saturating_duration_since(now))
+            .unwrap_or_default();
+        a.insert(id.clone(), now + wait);
+        wait
+    }
+
     pub(crate) fn touch(&self, id: &SystemId) {
         let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         s.entry(id.clone())

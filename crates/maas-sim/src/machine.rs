@@ -195,19 +195,43 @@ impl SimMachine {
         url: &str,
         auth: Option<&NodeCreds>,
     ) -> Result<Vec<u8>, SimError> {
+        self.get(http, url, auth, true).await
+    }
+
+    /// GETs a boot file or image: the bytes are counted as they arrive and
+    /// dropped (nothing here runs them), so a large fleet holds no copies.
+    async fn download(&self, http: &reqwest::Client, url: &str) -> Result<(), SimError> {
+        self.get(http, url, None, false).await.map(|_| ())
+    }
+
+    async fn get(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        auth: Option<&NodeCreds>,
+        keep: bool,
+    ) -> Result<Vec<u8>, SimError> {
         let mut req = http.get(url);
         if let Some(c) = auth {
             req = req.header("Authorization", c.header());
         }
-        let resp = req
+        let mut resp = req
             .send()
             .await
             .map_err(|e| SimError::new(format!("GET {url}: {e}")))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
+        let mut body = Vec::new();
+        let mut total = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| SimError::new(format!("GET {url}: {e}")))?;
+            .map_err(|e| SimError::new(format!("GET {url}: {e}")))?
+        {
+            total += chunk.len() as u64;
+            if keep || !status.is_success() {
+                body.extend_from_slice(&chunk);
+            }
+        }
         if !status.is_success() {
             return Err(SimError::new(format!(
                 "GET {url}: {status}: {}",
@@ -215,10 +239,8 @@ impl SimMachine {
             )));
         }
         self.stats.http_files.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        Ok(body.to_vec())
+        self.stats.bytes.fetch_add(total, Ordering::Relaxed);
+        Ok(body)
     }
 
     async fn post(
@@ -415,10 +437,10 @@ impl SimMachine {
                     cloud_config,
                 } => {
                     self.phase("loading");
-                    self.fetch(&http, &kernel, None).await?;
-                    self.fetch(&http, &initrd, None).await?;
+                    self.download(&http, &kernel).await?;
+                    self.download(&http, &initrd).await?;
                     if let Some(sq) = &squashfs {
-                        self.fetch(&http, sq, None).await?;
+                        self.download(&http, sq).await?;
                     }
                     let preseed = self.fetch(&http, &cloud_config, None).await?;
                     let preseed = String::from_utf8_lossy(&preseed).into_owned();
@@ -550,7 +572,7 @@ impl SimMachine {
                 continue;
             };
             // curtin writes the image to disk; here the bytes are counted.
-            self.fetch(http, uri, None).await?;
+            self.download(http, uri).await?;
         }
         self.signal(http, c, "OK", &[]).await?;
         // curtin's last step: boot from disk from now on.

@@ -18,6 +18,7 @@ use maas::demo::{Demo, Options};
 
 const USAGE: &str = "usage:
   maas demo [--machines N] [--keep-running] [--api-listen ADDR:PORT]
+            [--kernel-kib K] [--initrd-kib K] [--squashfs-kib K]   (stand-in boot file sizes)
   maas init [--data-dir DIR] [--admin NAME] [--password PW]
   maas run  [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
 
@@ -96,7 +97,14 @@ impl Args {
 }
 
 async fn demo(a: &Args) -> anyhow::Result<()> {
-    a.check(&["machines", "keep-running", "api-listen"])?;
+    a.check(&[
+        "machines",
+        "keep-running",
+        "api-listen",
+        "kernel-kib",
+        "initrd-kib",
+        "squashfs-kib",
+    ])?;
     let mut o = Options::default();
     if let Some(n) = a.get("machines") {
         o.machines = n
@@ -106,6 +114,20 @@ async fn demo(a: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("--machines {n:?}: expected a number from 1 to 60000"))?;
     }
     o.api_listen = a.api_listen(o.api_listen)?;
+    for (flag, slot) in [
+        ("kernel-kib", &mut o.kernel_bytes),
+        ("initrd-kib", &mut o.initrd_bytes),
+        ("squashfs-kib", &mut o.squashfs_bytes),
+    ] {
+        if let Some(v) = a.get(flag) {
+            *slot = v
+                .parse::<usize>()
+                .ok()
+                .filter(|k| (1..=4 << 20).contains(k))
+                .with_context(|| format!("--{flag} {v:?}: expected KiB from 1 to 4194304"))?
+                << 10;
+        }
+    }
     println!(
         "maas demo: {} simulated machines; setting up the region, the rack and the fleet...",
         o.machines
@@ -150,6 +172,11 @@ async fn demo(a: &Args) -> anyhow::Result<()> {
     println!(
         "  power: {} actions through the Redfish driver, {} failed",
         r.power.0, r.power.1
+    );
+    println!(
+        "  process (region + rack + fleet together): peak RSS {} MiB, CPU {:.1} s",
+        r.peak_rss_kib / 1024,
+        r.cpu_secs
     );
     if a.has("keep-running") {
         println!(
