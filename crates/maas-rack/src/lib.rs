@@ -30,6 +30,7 @@ mod boot;
 mod dhcp;
 mod http;
 mod power;
+mod remote;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use power::RackPower;
+pub use remote::{HttpRegionLink, serve_power};
 
 /// How a rack is set up.
 #[derive(Debug, Clone)]

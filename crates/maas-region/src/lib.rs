@@ -41,6 +41,7 @@ mod netapi;
 mod params;
 mod rack;
 mod racklink;
+mod rackrpc;
 mod racks;
 mod render;
 mod scripts;
@@ -62,6 +63,7 @@ pub use auth::{hash_password, verify_password};
 pub use error::ApiError;
 pub use rack::{NoRack, PowerRequest, RackControl, RackError, SimulatedRack};
 pub use racklink::LocalRegionLink;
+pub use rackrpc::{PowerJob, PowerResult, RemoteRacks};
 
 /// Everything the region needs from storage: the `maas-core` repository
 /// traits (implemented by `maas-store` for SQLite and PostgreSQL).
@@ -146,6 +148,8 @@ struct Inner {
     changes: tokio::sync::Notify,
     /// When each rack last called (this process).
     rack_contacts: racks::RackContacts,
+    /// Power jobs for racks that reach the region over the network.
+    remote: Option<Arc<RemoteRacks>>,
 }
 
 impl Region {
@@ -159,11 +163,31 @@ impl Region {
         Self::with_rack(store, config, Arc::new(NoRack)).await
     }
 
+    /// A region whose power actions go to racks that connect over the
+    /// network (`/MAAS/rpc/rack/v1/`): each becomes a job the next polling
+    /// rack carries out.
+    pub async fn with_remote_racks(
+        store: Arc<dyn RegionStore>,
+        config: RegionConfig,
+    ) -> Result<Self, RegionError> {
+        let remote = Arc::new(RemoteRacks::default());
+        Self::build(store, config, remote.clone(), Some(remote)).await
+    }
+
     /// A region whose power actions go through `rack`.
     pub async fn with_rack(
         store: Arc<dyn RegionStore>,
         config: RegionConfig,
         rack: Arc<dyn RackControl>,
+    ) -> Result<Self, RegionError> {
+        Self::build(store, config, rack, None).await
+    }
+
+    async fn build(
+        store: Arc<dyn RegionStore>,
+        config: RegionConfig,
+        rack: Arc<dyn RackControl>,
+        remote: Option<Arc<RemoteRacks>>,
     ) -> Result<Self, RegionError> {
         let node_user = match store.user_get(NODE_USER).await {
             Ok(u) => u,
@@ -187,6 +211,7 @@ impl Region {
                 machines: listing::MachineCache::default(),
                 changes: tokio::sync::Notify::new(),
                 rack_contacts: racks::RackContacts::default(),
+                remote,
             }),
         })
     }
@@ -271,6 +296,7 @@ pub fn router(region: Region) -> Router {
         .route("/MAAS/accounts/authenticate/", post(api::authenticate))
         .route("/MAAS/metadata/", any(metadata::dispatch))
         .route("/MAAS/metadata/{*rest}", any(metadata::dispatch))
+        .merge(rackrpc::routes())
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let region = notifier.clone();
@@ -278,8 +304,10 @@ pub fn router(region: Region) -> Router {
                     // Writes, and metadata reads (a deployed system's first
                     // user-data read ends its deployment), may change what
                     // racks serve.
-                    let wakes = req.method() != axum::http::Method::GET
-                        || req.uri().path().starts_with("/MAAS/metadata/");
+                    let path = req.uri().path();
+                    let wakes = !path.starts_with("/MAAS/rpc/")
+                        && (req.method() != axum::http::Method::GET
+                            || path.starts_with("/MAAS/metadata/"));
                     let res = next.run(req).await;
                     if wakes && res.status().is_success() {
                         region.notify_change();

@@ -169,7 +169,7 @@ impl Region {
         })
     }
 
-    async fn check_rack(&self, c: &RackCredentials) -> Result<(), LinkError> {
+    pub(crate) async fn check_rack(&self, c: &RackCredentials) -> Result<(), LinkError> {
         let refused = || LinkError::Unauthorized("unknown rack token".into());
         let mut parts = c.token.splitn(3, ':');
         let (_, Some(key), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {

@@ -26,7 +26,8 @@ use maas_store::SqlStore;
 
 const USAGE: &str = "usage: maas-regiond init --data-dir DIR --admin NAME --password PW [--email E]
        maas-regiond createuser --data-dir DIR --username NAME --password PW [--admin]
-       maas-regiond run [--config FILE] [--data-dir DIR] [--listen ADDR] [--database-url URL]";
+       maas-regiond run [--config FILE] [--data-dir DIR] [--listen ADDR] [--database-url URL]
+       maas-regiond secret [--data-dir DIR] [--database-url URL]   (the rack secret maas-rackd registers with)";
 
 #[derive(Default)]
 struct Args {
@@ -131,6 +132,14 @@ async fn create_user(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stdout)] // the secret is the output
+async fn print_secret(c: &Config) -> anyhow::Result<()> {
+    let store = open(c).await?;
+    let region = Region::new(Arc::new(store), RegionConfig::default()).await?;
+    println!("{}", region.shared_secret().await?);
+    Ok(())
+}
+
 async fn run(c: &Config) -> anyhow::Result<()> {
     let store = open(c).await?;
     let mut rc = RegionConfig {
@@ -143,7 +152,9 @@ async fn run(c: &Config) -> anyhow::Result<()> {
     if let Some(s) = &c.default_distro_series {
         rc.default_distro_series = s.clone();
     }
-    let region = Region::new(Arc::new(store), rc).await?;
+    // Racks (maas-rackd) connect over /MAAS/rpc/rack/v1/ and carry out
+    // power actions; with none connected, power actions fail at once.
+    let region = Region::with_remote_racks(Arc::new(store), rc).await?;
     let listen: SocketAddr = c.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5240)));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -205,6 +216,7 @@ async fn main() -> std::process::ExitCode {
             init_logs(c.log_format.unwrap_or_default());
             match a.command.as_str() {
                 "init" | "createuser" => create_user(&a).await,
+                "secret" => print_secret(&c).await,
                 "run" => run(&c).await,
                 other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
             }

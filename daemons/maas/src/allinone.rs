@@ -37,6 +37,9 @@ pub struct Settings {
     pub boot_loaders: Option<PathBuf>,
     /// How often status deadlines are checked.
     pub deadline_check: Duration,
+    /// The rack talks to the region over HTTP (`/MAAS/rpc/rack/v1/`) as a
+    /// separate `maas-rackd` would, instead of in process.
+    pub network_rack: bool,
 }
 
 impl Settings {
@@ -52,6 +55,7 @@ impl Settings {
             dhcp_relay_port: 67,
             boot_loaders: None,
             deadline_check: Duration::from_secs(10),
+            network_rack: false,
         }
     }
 }
@@ -179,12 +183,16 @@ impl AllInOne {
                 ..ExecutorConfig::default()
             }),
         ));
-        let region = Region::with_rack(
-            Arc::new(store.clone()),
-            RegionConfig::default(),
-            power.clone(),
-        )
-        .await
+        let region = if s.network_rack {
+            Region::with_remote_racks(Arc::new(store.clone()), RegionConfig::default()).await
+        } else {
+            Region::with_rack(
+                Arc::new(store.clone()),
+                RegionConfig::default(),
+                power.clone(),
+            )
+            .await
+        }
         .context("starting the region")?;
         let secret = region.shared_secret().await?;
         let listener = tokio::net::TcpListener::bind(s.api_listen)
@@ -242,12 +250,21 @@ impl AllInOne {
         rs.region_url = format!("http://{api_addr}");
         rs.images = s.data_dir.join("images");
         rs.boot_loaders = s.boot_loaders.clone();
-        let rack = Arc::new(
-            Rack::start(rs, wrap(region.rack_link()))
-                .await
-                .context("starting the rack")?,
-        );
+        let http_link = maas_rack::HttpRegionLink::new(&format!("http://{api_addr}"));
+        let link: Arc<dyn RegionLink> = if s.network_rack {
+            Arc::new(http_link.clone())
+        } else {
+            wrap(region.rack_link())
+        };
+        let rack = Arc::new(Rack::start(rs, link).await.context("starting the rack")?);
         let _ = rack_slot.set(rack.clone());
+        if s.network_rack {
+            tasks.push(tokio::spawn(maas_rack::serve_power(
+                http_link,
+                rack.clone(),
+                power.clone(),
+            )));
+        }
         Ok(AllInOne {
             region,
             rack,

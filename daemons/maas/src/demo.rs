@@ -49,6 +49,9 @@ pub struct Options {
     pub progress: bool,
     /// The longest a phase may take.
     pub phase_timeout: Duration,
+    /// The rack reaches the region over HTTP (the network rack protocol)
+    /// rather than in process.
+    pub network_rack: bool,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             progress: true,
             phase_timeout: Duration::from_secs(600),
+            network_rack: false,
         }
     }
 }
@@ -215,6 +219,7 @@ impl Demo {
         s.dhcp_relay_port = fleet.relay_port();
         s.boot_loaders = Some(loaders);
         s.deadline_check = Duration::from_secs(2);
+        s.network_rack = o.network_rack;
         let all = AllInOne::start_with(&s, wrap).await?;
         let url = format!("http://{}/MAAS", all.api_addr);
         let api = ApiClient::new(&url, &api_key)?;

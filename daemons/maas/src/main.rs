@@ -19,6 +19,7 @@ use maas::demo::{Demo, Options};
 const USAGE: &str = "usage:
   maas demo [--machines N] [--keep-running] [--api-listen ADDR:PORT]
             [--kernel-kib K] [--initrd-kib K] [--squashfs-kib K]   (stand-in boot file sizes)
+            [--network-rack]   (the rack speaks to the region over HTTP)
   maas init [--data-dir DIR] [--admin NAME] [--password PW]
   maas run  [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
 
@@ -40,7 +41,7 @@ impl Args {
             let Some(name) = f.strip_prefix("--") else {
                 bail!("unexpected argument {f:?}\n{USAGE}");
             };
-            if matches!(name, "keep-running" | "no-dhcp" | "help") {
+            if matches!(name, "keep-running" | "no-dhcp" | "help" | "network-rack") {
                 flags.push((name.to_owned(), None));
             } else {
                 let v = rest
@@ -104,8 +105,12 @@ async fn demo(a: &Args) -> anyhow::Result<()> {
         "kernel-kib",
         "initrd-kib",
         "squashfs-kib",
+        "network-rack",
     ])?;
-    let mut o = Options::default();
+    let mut o = Options {
+        network_rack: a.has("network-rack"),
+        ..Options::default()
+    };
     if let Some(n) = a.get("machines") {
         o.machines = n
             .parse()

@@ -159,3 +159,29 @@ async fn twenty_machines_enlist_commission_deploy_and_half_release() {
         .expect_err("a machine is no rack");
     assert!(err.to_string().contains("404"), "{err}");
 }
+
+/// The same cycle with the rack reaching the region over HTTP, as a
+/// separate `maas-rackd` would: registration, the configuration long poll,
+/// boot lookups, reports and power jobs all cross the region's HTTP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cycle_works_with_the_rack_protocol_over_http() {
+    let o = Options {
+        machines: 6,
+        progress: false,
+        phase_timeout: Duration::from_secs(300),
+        network_rack: true,
+        ..Options::default()
+    };
+    let demo = Demo::start(&o).await.expect("demo starts");
+    let report = demo.run(&o).await.expect("the demo cycle completes");
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in report.final_status.values() {
+        *by.entry(s.as_str()).or_default() += 1;
+    }
+    assert_eq!(by, [("Deployed", 3), ("Ready", 3)].into_iter().collect());
+    // Power went region -> HTTP -> rack -> Redfish: enlisting powers off by
+    // itself; commission and deploy power on, release powers off.
+    assert_eq!(report.power, (6 + 6 + 3, 0), "{report:?}");
+    let racks = demo.api.get("rackcontrollers/").await.expect("racks");
+    assert_eq!(racks[0]["service_set"][0]["status"], "running");
+}
