@@ -214,6 +214,10 @@ pub enum RackReport {
         path: String,
         /// `tftp` or `http`.
         protocol: String,
+        /// What the config told the machine to do (`commissioning`,
+        /// `installation`, `local boot`...), when it was a boot config.
+        #[serde(default)]
+        purpose: Option<String>,
     },
     /// The rack's health, sent now and then.
     Health {
@@ -282,8 +286,14 @@ pub trait RegionLink: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PowerRequest {
-    /// Switch on (the machine network-boots).
+    /// Switch on; a machine already on is left alone (the `power_on`
+    /// operation).
     On,
+    /// Start a network boot now: switch on, or power-cycle a machine that
+    /// is already on (MAAS's drivers do the same when a workflow starts, so
+    /// whatever the machine was running, an ephemeral environment about to
+    /// power off included, cannot swallow the boot).
+    Cycle,
     /// Switch off (hard).
     Off,
     /// Read the state.
@@ -295,6 +305,7 @@ impl PowerRequest {
     pub fn as_str(self) -> &'static str {
         match self {
             PowerRequest::On => "on",
+            PowerRequest::Cycle => "cycle",
             PowerRequest::Off => "off",
             PowerRequest::Query => "query",
         }

@@ -162,6 +162,19 @@ impl BootFiles {
             peer: peer.ip().to_string(),
             path: path.trim_start_matches('/').to_owned(),
             protocol: protocol.to_owned(),
+            purpose: Some(
+                match purpose {
+                    BootPurpose::Enlist => "enlistment",
+                    BootPurpose::Commission => "commissioning",
+                    BootPurpose::Deploy => "installation",
+                    BootPurpose::LocalBoot => "local boot",
+                    BootPurpose::Rescue => "rescue",
+                    BootPurpose::Erase => "erasure",
+                    BootPurpose::Poweroff => "power off",
+                    _ => purpose.as_str(),
+                }
+                .to_owned(),
+            ),
         });
         Some(result)
     }

@@ -60,6 +60,7 @@ impl RackControl for RackPower {
             .map_err(|e| failed(e.to_string()))?;
         let action = match request {
             PowerRequest::On => PowerAction::On,
+            PowerRequest::Cycle => PowerAction::Cycle,
             PowerRequest::Off => PowerAction::Off,
             PowerRequest::Query => PowerAction::Query,
         };

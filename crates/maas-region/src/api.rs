@@ -1007,7 +1007,7 @@ async fn machines_create(r: &Req<'_>) -> Result<Response, ApiError> {
         r.region
             .begin_run(&id, maas_core::script::RunKind::Commissioning)
             .await?;
-        m = power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?;
+        m = power_or_fail(r, &m, PowerRequest::Cycle, NodeStatus::FailedCommissioning).await?;
     }
     render_one(r, &m).await
 }
@@ -1168,7 +1168,7 @@ impl Region {
         if m.status == NodeStatus::DiskErasing {
             // The ephemeral environment boots with the erase purpose, wipes
             // the disks and signals OK (-> Ready) or FAILED.
-            if let Err(e) = self.power(&m, PowerRequest::On).await {
+            if let Err(e) = self.power(&m, PowerRequest::Cycle).await {
                 store
                     .machine_set_status(id, NodeStatus::FailedDiskErasing, &e.to_string())
                     .await?;
@@ -1364,7 +1364,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
                 .region
                 .remember_deployment(&id, osystem, series, user_data)
                 .await?;
-            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedDeployment).await?
+            power_or_fail(r, &m, PowerRequest::Cycle, NodeStatus::FailedDeployment).await?
         }
         "release" => {
             if m.status == NodeStatus::Ready || m.status == NodeStatus::Releasing {
@@ -1379,7 +1379,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             r.region
                 .begin_run(&id, maas_core::script::RunKind::Commissioning)
                 .await?;
-            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedCommissioning).await?
+            power_or_fail(r, &m, PowerRequest::Cycle, NodeStatus::FailedCommissioning).await?
         }
         "abort" => {
             let m = perform(Action::Abort).await?;
@@ -1393,7 +1393,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             r.region
                 .begin_run(&id, maas_core::script::RunKind::Testing)
                 .await?;
-            power_or_fail(r, &m, PowerRequest::On, NodeStatus::FailedTesting).await?
+            power_or_fail(r, &m, PowerRequest::Cycle, NodeStatus::FailedTesting).await?
         }
         "rescue_mode" => {
             // The ephemeral environment boots with the rescue purpose and
@@ -1402,7 +1402,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             power_or_fail(
                 r,
                 &m,
-                PowerRequest::On,
+                PowerRequest::Cycle,
                 NodeStatus::FailedEnteringRescueMode,
             )
             .await?
@@ -1413,7 +1413,7 @@ async fn machine_op(r: &Req<'_>, name: &str) -> Result<Response, ApiError> {
             // disk again, anything else is switched off.
             let back = m.previous_status.unwrap_or(NodeStatus::Ready);
             let power = if back == NodeStatus::Deployed {
-                PowerRequest::On
+                PowerRequest::Cycle
             } else {
                 PowerRequest::Off
             };

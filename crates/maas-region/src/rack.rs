@@ -57,7 +57,7 @@ impl RackControl for SimulatedRack {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((id.clone(), request));
         let name = match request {
-            PowerRequest::On => "on",
+            PowerRequest::On | PowerRequest::Cycle => "on",
             PowerRequest::Off => "off",
             PowerRequest::Query => "query",
         };
@@ -74,7 +74,7 @@ impl RackControl for SimulatedRack {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = state.entry(id).or_insert(PowerState::Off);
         match request {
-            PowerRequest::On => *s = PowerState::On,
+            PowerRequest::On | PowerRequest::Cycle => *s = PowerState::On,
             PowerRequest::Off => *s = PowerState::Off,
             PowerRequest::Query => {}
         }

@@ -270,13 +270,14 @@ impl Region {
                     mac: Some(mac),
                     path,
                     protocol,
+                    purpose,
                     ..
                 } => {
                     // A machine's boot config: MAAS's "PXE Request" event.
                     let Ok(Some(m)) = self.store().machine_get_by_mac(mac).await else {
                         continue;
                     };
-                    let purpose = m.status.label();
+                    let purpose = purpose.unwrap_or_else(|| m.status.label().to_owned());
                     let _ = self
                         .store()
                         .event_append(&NewEvent::machine(

@@ -826,7 +826,7 @@ fn power_goes_through_the_rack_and_its_failures_fail_the_workflow() {
     assert_eq!(
         log,
         [
-            maas_region::PowerRequest::On,
+            maas_region::PowerRequest::Cycle,
             maas_region::PowerRequest::Query,
             maas_region::PowerRequest::Off
         ]

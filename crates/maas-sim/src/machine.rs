@@ -211,14 +211,14 @@ impl SimMachine {
         auth: Option<&NodeCreds>,
         keep: bool,
     ) -> Result<Vec<u8>, SimError> {
-        let mut req = http.get(url);
-        if let Some(c) = auth {
-            req = req.header("Authorization", c.header());
-        }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| SimError::new(format!("GET {url}: {e}")))?;
+        let mut resp = retrying(url, || {
+            let mut req = http.get(url);
+            if let Some(c) = auth {
+                req = req.header("Authorization", c.header());
+            }
+            req
+        })
+        .await?;
         let status = resp.status();
         let mut body = Vec::new();
         let mut total = 0u64;
@@ -251,17 +251,17 @@ impl SimMachine {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<String, SimError> {
-        let mut req = http
-            .post(url)
-            .header("Content-Type", content_type)
-            .body(body);
-        if let Some(c) = auth {
-            req = req.header("Authorization", c.header());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| SimError::new(format!("POST {url}: {e}")))?;
+        let resp = retrying(url, || {
+            let mut req = http
+                .post(url)
+                .header("Content-Type", content_type)
+                .body(body.clone());
+            if let Some(c) = auth {
+                req = req.header("Authorization", c.header());
+            }
+            req
+        })
+        .await?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -627,6 +627,30 @@ impl SimMachine {
     }
 }
 
+/// Sends a request again while the rack cannot reach its region (502) or
+/// is not there, for about a minute, as cloud-init's and curtin's URL
+/// helpers retry: a region restarting under a deploying machine delays the
+/// machine, it does not fail it.
+async fn retrying(
+    url: &str,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, SimError> {
+    let mut wait = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = make().send().await;
+        let retry = match &outcome {
+            Ok(r) => matches!(r.status().as_u16(), 502 | 503),
+            Err(e) => e.is_connect() || e.is_timeout(),
+        };
+        if !retry || tokio::time::Instant::now() + wait > deadline {
+            return outcome.map_err(|e| SimError::new(format!("{url}: {e}")));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
+}
+
 fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -644,14 +668,21 @@ async fn wait_power(rx: &mut watch::Receiver<(Power, u64)>, want: Power) -> bool
     rx.wait_for(|(p, _)| *p == want).await.is_ok()
 }
 
-/// Runs a machine for as long as the task lives: every power-on boots it,
-/// every power-off stops whatever it was doing.
+/// Waits until the BMC has been told anything since `generation`.
+async fn wait_change(rx: &mut watch::Receiver<(Power, u64)>, generation: u64) -> bool {
+    rx.wait_for(|(_, n)| *n != generation).await.is_ok()
+}
+
+/// Runs a machine for as long as the task lives: every power-on boots it;
+/// any later BMC action (off, restart) stops whatever it was doing, and a
+/// restart boots it again.
 pub(crate) async fn run(m: Arc<SimMachine>, mut power: watch::Receiver<(Power, u64)>) {
     loop {
         if !wait_power(&mut power, Power::On).await {
             return;
         }
-        let mut off = power.clone();
+        let generation = power.borrow().1;
+        let mut changed = power.clone();
         tokio::select! {
             r = m.boot() => {
                 if let Err(e) = r {
@@ -662,18 +693,14 @@ pub(crate) async fn run(m: Arc<SimMachine>, mut power: watch::Receiver<(Power, u
                         v.phase = "failed";
                     });
                     // A machine whose boot failed sits there until its BMC
-                    // turns it off (the region's deadline does that).
-                    let mut until_off = power.clone();
-                    wait_power(&mut until_off, Power::Off).await;
+                    // is told something (the region's deadline does that).
+                    let mut until = power.clone();
+                    wait_change(&mut until, generation).await;
                 }
             }
-            _ = wait_power(&mut off, Power::Off) => {
+            _ = wait_change(&mut changed, generation) => {
                 m.phase("off");
             }
-        }
-        // Wait for this power-off to be seen before the next power-on.
-        if !wait_power(&mut power, Power::Off).await {
-            return;
         }
     }
 }

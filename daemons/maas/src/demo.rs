@@ -132,7 +132,7 @@ pub struct Demo {
 }
 
 /// Writes a stand-in file of `len` bytes (a repeating pattern).
-fn standin(path: &Path, len: usize, seed: u8) -> anyhow::Result<()> {
+pub fn standin(path: &Path, len: usize, seed: u8) -> anyhow::Result<()> {
     let chunk: Vec<u8> = (0..=255u8)
         .map(|b| b.wrapping_mul(31).wrapping_add(seed))
         .collect();
@@ -146,7 +146,7 @@ fn standin(path: &Path, len: usize, seed: u8) -> anyhow::Result<()> {
 
 /// A signed SimpleStreams mirror with one ubuntu/noble image, synced into
 /// the image cache as a region's import would.
-async fn images(dir: &Path, store: &Path, o: &Options) -> anyhow::Result<()> {
+pub async fn images(dir: &Path, store: &Path, o: &Options) -> anyhow::Result<()> {
     let files = dir.join("files");
     std::fs::create_dir_all(&files)?;
     standin(&files.join("boot-kernel"), o.kernel_bytes, 1)?;
@@ -177,6 +177,45 @@ async fn images(dir: &Path, store: &Path, o: &Options) -> anyhow::Result<()> {
         ..SyncConfig::default()
     };
     maas_images::sync(&StreamSource::directory(mirror), &store, &config, &|_| {}).await?;
+    Ok(())
+}
+
+/// The machines' network, set up through the REST API as an admin would:
+/// the subnet, the rack's own addresses reserved, a dynamic range for
+/// enlisting and commissioning, DHCP on with `rack_id` as primary rack.
+pub async fn setup_network(api: &ApiClient, rack_id: &str) -> anyhow::Result<()> {
+    // The machines' network: a subnet, a dynamic range for enlisting
+    // and commissioning, the rack's own addresses reserved, DHCP on.
+    let subnet = api.post("subnets/", &[("cidr", SUBNET)]).await?;
+    let sid = subnet["id"].to_string();
+    api.post(
+        "ipranges/",
+        &[
+            ("type", "reserved"),
+            ("start_ip", "127.77.0.1"),
+            ("end_ip", "127.77.0.255"),
+            ("subnet", &sid),
+            ("comment", "rack and relay"),
+        ],
+    )
+    .await?;
+    api.post(
+        "ipranges/",
+        &[
+            ("type", "dynamic"),
+            ("start_ip", "127.77.1.1"),
+            ("end_ip", "127.77.127.254"),
+            ("subnet", &sid),
+        ],
+    )
+    .await?;
+    let fabric = subnet["vlan"]["fabric_id"].to_string();
+    let vid = subnet["vlan"]["vid"].to_string();
+    api.put(
+        &format!("fabrics/{fabric}/vlans/{vid}/"),
+        &[("dhcp_on", "true"), ("primary_rack", rack_id)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -228,38 +267,7 @@ impl Demo {
             .context("the rack did not register")?
             .context("the rack stopped")?;
 
-        // The machines' network: a subnet, a dynamic range for enlisting
-        // and commissioning, the rack's own addresses reserved, DHCP on.
-        let subnet = api.post("subnets/", &[("cidr", SUBNET)]).await?;
-        let sid = subnet["id"].to_string();
-        api.post(
-            "ipranges/",
-            &[
-                ("type", "reserved"),
-                ("start_ip", "127.77.0.1"),
-                ("end_ip", "127.77.0.255"),
-                ("subnet", &sid),
-                ("comment", "rack and relay"),
-            ],
-        )
-        .await?;
-        api.post(
-            "ipranges/",
-            &[
-                ("type", "dynamic"),
-                ("start_ip", "127.77.1.1"),
-                ("end_ip", "127.77.127.254"),
-                ("subnet", &sid),
-            ],
-        )
-        .await?;
-        let fabric = subnet["vlan"]["fabric_id"].to_string();
-        let vid = subnet["vlan"]["vid"].to_string();
-        api.put(
-            &format!("fabrics/{fabric}/vlans/{vid}/"),
-            &[("dhcp_on", "true"), ("primary_rack", rack_id.as_str())],
-        )
-        .await?;
+        setup_network(&api, rack_id.as_str()).await?;
         tokio::time::timeout(
             Duration::from_secs(30),
             all.rack

@@ -22,6 +22,7 @@ const USAGE: &str = "usage:
             [--network-rack]   (the rack speaks to the region over HTTP)
   maas init [--data-dir DIR] [--admin NAME] [--password PW]
   maas run  [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
+  maas region [--data-dir DIR] [--api-listen ADDR:PORT]   (the region alone; racks: maas-rackd)
 
 Environment: MAAS_DATA_DIR (the data directory), RUST_LOG (log filter).";
 
@@ -231,6 +232,28 @@ async fn shutdown_signal() {
     }
 }
 
+/// The region alone (racks connect over HTTP, as `maas-rackd` does).
+async fn region_only(a: &Args) -> anyhow::Result<()> {
+    a.check(&["data-dir", "api-listen"])?;
+    let store = open_store(&a.data_dir()).await?;
+    let region = maas_region::Region::with_remote_racks(
+        std::sync::Arc::new(store),
+        maas_region::RegionConfig::default(),
+    )
+    .await?;
+    let listen = a.api_listen(SocketAddr::from(([127, 0, 0, 1], 5240)))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let deadlines = region.spawn_deadline_worker(std::time::Duration::from_secs(2));
+    tracing::info!(%listen, "region listening");
+    axum::serve(listener, maas_region::router(region))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    deadlines.abort();
+    Ok(())
+}
+
 async fn run(a: &Args) -> anyhow::Result<()> {
     a.check(&["data-dir", "api-listen", "rack-address", "no-dhcp"])?;
     let addr: Ipv4Addr = match a.get("rack-address") {
@@ -265,6 +288,7 @@ async fn main() -> ExitCode {
             "demo" => demo(&a).await,
             "init" => init(&a).await,
             "run" => run(&a).await,
+            "region" => region_only(&a).await,
             "help" | "--help" | "-h" => {
                 println!("{USAGE}");
                 Ok(())

@@ -79,13 +79,16 @@ async fn twenty_machines_enlist_commission_deploy_and_half_release() {
             .filter(|e| e["type"] == "PXE Request")
             .filter_map(|e| e["description"].as_str())
             .collect();
-        assert!(
-            pxe.iter().any(|d| d.contains("Commissioning")),
-            "{id}: {pxe:?}"
-        );
-        // The install boot and the reboot into the installed system.
-        assert!(
-            pxe.iter().filter(|d| d.contains("Deploying")).count() >= 2,
+        // The commissioning boot, the install boot and the reboot into the
+        // installed system, in that order.
+        let purposes: Vec<&str> = pxe
+            .iter()
+            .filter_map(|d| d.strip_prefix("PXE Request - "))
+            .filter_map(|d| d.split(" (").next())
+            .collect();
+        assert_eq!(
+            purposes,
+            ["commissioning", "installation", "local boot"],
             "{id}: {pxe:?}"
         );
     }
