@@ -23,6 +23,10 @@ const USAGE: &str = "usage:
   maas init [--data-dir DIR] [--admin NAME] [--password PW]
   maas run  [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
   maas region [--data-dir DIR] [--api-listen ADDR:PORT]   (the region alone; racks: maas-rackd)
+  maas login PROFILE URL API_KEY | logout PROFILE
+  maas [--profile P] [--json] machines list|show ID|add k=v...|allocate k=v...|commission|deploy|release|power-on|power-off|abort ID
+  maas [--profile P] [--json] subnets|vlans|zones|fabrics list | events [--machine ID] [--limit N]
+  maas completions bash
 
 Environment: MAAS_DATA_DIR (the data directory), RUST_LOG (log filter).";
 
@@ -283,6 +287,23 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv
+        .iter()
+        .find(|a| !a.starts_with("--") && !matches!(argv.iter().position(|x| x == *a), Some(i) if i > 0 && argv[i - 1] == "--profile"))
+        .is_some_and(|c| maas::cli::COMMANDS.contains(&c.as_str()))
+    {
+        return match maas::cli::run(&argv).await {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("maas: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match Args::parse() {
         Ok(a) => match a.command.as_str() {
             "demo" => demo(&a).await,
