@@ -72,6 +72,9 @@ pub struct FleetSettings {
     pub memory_mib: u64,
     /// Disk per machine, bytes.
     pub disk_bytes: u64,
+    /// How long writing the image to disk takes (a real install takes
+    /// minutes; the demo none).
+    pub install_time: std::time::Duration,
 }
 
 impl Default for FleetSettings {
@@ -86,6 +89,7 @@ impl Default for FleetSettings {
             cpus: 4,
             memory_mib: 8192,
             disk_bytes: 64 << 30,
+            install_time: std::time::Duration::ZERO,
         }
     }
 }
@@ -295,6 +299,7 @@ impl Fleet {
                 bmc_url: format!("http://{}", self.bmc_addr),
                 relay: relay.clone(),
                 tftp_port: rack.tftp_port,
+                install_time: self.settings.install_time,
                 stats: self.stats.clone(),
                 view: self.view_tx[i].clone(),
                 installed: Mutex::new(None),

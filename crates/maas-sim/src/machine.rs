@@ -84,6 +84,7 @@ pub(crate) struct SimMachine {
     pub(crate) bmc_url: String,
     pub(crate) relay: Arc<Relay>,
     pub(crate) tftp_port: u16,
+    pub(crate) install_time: Duration,
     pub(crate) stats: Arc<FleetStats>,
     pub(crate) view: watch::Sender<MachineView>,
     /// The credentials curtin wrote into the installed system.
@@ -574,6 +575,7 @@ impl SimMachine {
             // curtin writes the image to disk; here the bytes are counted.
             self.download(http, uri).await?;
         }
+        tokio::time::sleep(self.install_time).await;
         self.signal(http, c, "OK", &[]).await?;
         // curtin's last step: boot from disk from now on.
         let by_id = c

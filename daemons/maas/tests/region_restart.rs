@@ -123,6 +123,8 @@ async fn deployments_resume_after_the_region_process_is_killed() {
     let mut fleet = Fleet::bind(FleetSettings {
         machines: N,
         relay_ip: RELAY,
+        // Long enough to kill the region while they install.
+        install_time: Duration::from_secs(3),
         ..FleetSettings::default()
     })
     .await
@@ -201,6 +203,24 @@ async fn deployments_resume_after_the_region_process_is_killed() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The rack's cached configuration has caught up with the deployments
+    // (a machine rebooting while the region is away boots what the cache
+    // says; a cache older than the deploy would power it off).
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        rack.wait_for_config(|c| {
+            c.hosts.len() == N
+                && c.hosts.iter().all(|h| {
+                    matches!(
+                        h.status,
+                        maas_core::lifecycle::NodeStatus::Deploying
+                            | maas_core::lifecycle::NodeStatus::Deployed
+                    )
+                })
+        }),
+    )
+    .await
+    .expect("the rack's cache shows the deployments");
     let deployed_at_kill = fleet
         .views()
         .iter()
