@@ -8,12 +8,12 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use maas::allinone::{AllInOne, Settings, admin_key, open_store};
+use maas::allinone::{AllInOne, admin_key, open_store};
 use maas::demo::{Demo, Options};
 
 const USAGE: &str = "usage:
@@ -21,14 +21,16 @@ const USAGE: &str = "usage:
             [--kernel-kib K] [--initrd-kib K] [--squashfs-kib K]   (stand-in boot file sizes)
             [--network-rack]   (the rack speaks to the region over HTTP)
   maas init [--data-dir DIR] [--admin NAME] [--password PW]
-  maas run  [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
+  maas run  [--config FILE] [--data-dir DIR] [--api-listen ADDR:PORT] [--rack-address IP] [--no-dhcp]
   maas region [--data-dir DIR] [--api-listen ADDR:PORT]   (the region alone; racks: maas-rackd)
   maas login PROFILE URL API_KEY | logout PROFILE
   maas [--profile P] [--json] machines list|show ID|add k=v...|allocate k=v...|commission|deploy|release|power-on|power-off|abort ID
   maas [--profile P] [--json] subnets|vlans|zones|fabrics list | events [--machine ID] [--limit N]
   maas completions bash
 
-Environment: MAAS_DATA_DIR (the data directory), RUST_LOG (log filter).";
+Environment: MAAS_DATA_DIR, MAAS_API_LISTEN, MAAS_RACK_ADDRESS, MAAS_LOG_FORMAT
+(override the config file; flags override both), RUST_LOG (log filter).
+The config file's keys are documented in daemons/maas/maas.toml.";
 
 struct Args {
     command: String,
@@ -259,14 +261,31 @@ async fn region_only(a: &Args) -> anyhow::Result<()> {
 }
 
 async fn run(a: &Args) -> anyhow::Result<()> {
-    a.check(&["data-dir", "api-listen", "rack-address", "no-dhcp"])?;
-    let addr: Ipv4Addr = match a.get("rack-address") {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("--rack-address {v:?}: expected an IPv4 address"))?,
-        None => Ipv4Addr::LOCALHOST,
+    a.check(&[
+        "config",
+        "data-dir",
+        "api-listen",
+        "rack-address",
+        "no-dhcp",
+    ])?;
+    let mut c = match a.get("config") {
+        Some(path) => maas::config::Config::load(std::path::Path::new(path))
+            .map_err(|e| anyhow::anyhow!(e))?,
+        None => maas::config::Config::default(),
     };
-    let mut s = Settings::new(a.data_dir(), addr);
+    c.apply_env(|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(v) = a.get("rack-address") {
+        c.rack_address = Some(
+            v.parse()
+                .with_context(|| format!("--rack-address {v:?}: expected an IPv4 address"))?,
+        );
+    }
+    init_logs(c.log_format.unwrap_or_default(), "info");
+    let mut s = c.settings(a.data_dir());
+    if a.get("data-dir").is_some() {
+        s.data_dir = a.data_dir();
+    }
     s.api_listen = a.api_listen(s.api_listen)?;
     if a.has("no-dhcp") {
         s.dhcp_listen = None;
@@ -279,15 +298,26 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+fn init_logs(format: maas::config::LogFormat, default: &str) {
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        );
+    match format {
+        maas::config::LogFormat::Text => logs.init(),
+        maas::config::LogFormat::Json => logs.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `run` sets its logs up from its configuration.
+    if argv.first().map(String::as_str) != Some("run") {
+        init_logs(maas::config::LogFormat::Text, "warn");
+    }
     if argv
         .iter()
         .find(|a| !a.starts_with("--") && !matches!(argv.iter().position(|x| x == *a), Some(i) if i > 0 && argv[i - 1] == "--profile"))
